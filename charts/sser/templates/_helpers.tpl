@@ -1,0 +1,115 @@
+{{/*
+Chart name, truncated to the 63 characters a label value allows.
+*/}}
+{{- define "sser.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: the release name when it already contains the chart
+name, else <release>-<chart>. Truncated to 63 characters (DNS label limit).
+*/}}
+{{- define "sser.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "sser.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object.
+*/}}
+{{- define "sser.labels" -}}
+helm.sh/chart: {{ include "sser.chart" . }}
+{{ include "sser.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/component: server
+app.kubernetes.io/part-of: sser
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels: the Deployment's selector, the Services' selectors, the PDB,
+the NetworkPolicy, and the peer finder's --selector all use exactly these.
+*/}}
+{{- define "sser.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sser.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The selector labels as a Kubernetes label selector string (k=v,k=v, keys
+sorted), for the peer finder's --selector flag.
+*/}}
+{{- define "sser.selectorString" -}}
+{{- $labels := include "sser.selectorLabels" . | fromYaml }}
+{{- $pairs := list }}
+{{- range $k := keys $labels | sortAlpha }}
+{{- $pairs = append $pairs (printf "%s=%s" $k (get $labels $k)) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the pods run as.
+*/}}
+{{- define "sser.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sser.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container image reference: repository@digest when a digest is set, else
+repository:tag with the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "sser.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Listen address for a port: "<bindAddress>:<port>" (":<port>" binds all interfaces).
+*/}}
+{{- define "sser.listenAddr" -}}
+{{- printf "%s:%d" (.root.Values.sser.bindAddress | default "") (int .port) }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the preStop pause, then the drain window over
+which subscribers are closed, then the HTTP shutdown timeout, plus a margin,
+so SIGKILL never cuts a drain short.
+*/}}
+{{- define "sser.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.preStopSleepSeconds) (int .Values.sser.drainWindowSeconds) (int .Values.sser.shutdownTimeoutSeconds) (int .Values.terminationGraceMarginSeconds) }}
+{{- end }}
+
+{{/*
+Whether more than one replica can run, which is when a PDB makes sense.
+*/}}
+{{- define "sser.multiReplica" -}}
+{{- if .Values.autoscaling.enabled }}
+{{- if gt (int .Values.autoscaling.minReplicas) 1 }}true{{ end }}
+{{- else if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- end }}

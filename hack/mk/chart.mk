@@ -1,0 +1,36 @@
+# Helm chart, plain manifests and their tests (charts/sser, manifests/, examples/).
+
+.PHONY: helm
+helm: ## Build helm from the Go module proxy into the tools cache (no-op when present).
+	hack/install-helm.sh
+
+.PHONY: helm-lint
+helm-lint: ## helm lint --strict the chart with its default and ci/ values.
+	@helm="$${SSER_HELM:-$$(hack/install-helm.sh | tail -n1)}"; \
+	set -e; \
+	for f in charts/sser/ci/*-values.yaml examples/sidecar/values.yaml; do \
+	  echo "helm lint --strict -f $$f"; \
+	  "$$helm" lint --strict charts/sser -f "$$f"; \
+	done
+
+.PHONY: manifests
+manifests: ## Regenerate manifests/base and manifests/components from the chart.
+	hack/gen-manifests.sh
+
+.PHONY: verify-manifests
+verify-manifests: ## Fail when manifests/ is stale against the chart.
+	hack/verify-manifests.sh
+
+verify: helm-lint verify-manifests
+
+.PHONY: test-chart
+test-chart: ## Chart tests: lint, template assertions, schema, server-side dry-run and RBAC on envtest.
+	SSER_HELM="$${SSER_HELM:-$$(hack/install-helm.sh | tail -n1)}" \
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/envtest-assets.sh | tail -n1)}" \
+	$(GO) test -race -count=1 ./test/chart/...
+
+.PHONY: e2e-helm
+e2e-helm: ## helm install end to end: real API server, controllers, node agent, sser processes.
+	SSER_HELM="$${SSER_HELM:-$$(hack/install-helm.sh | tail -n1)}" \
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/envtest-assets.sh | tail -n1)}" \
+	$(GO) test -race -count=1 -timeout 20m ./e2e/helm/...
