@@ -1,0 +1,580 @@
+package chart
+
+import (
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+// rendered is one `helm template` result with the objects every check needs.
+type rendered struct {
+	objs       []*unstructured.Unstructured
+	deploy     *appsv1.Deployment
+	sser       corev1.Container
+	fullname   string
+	appVersion string
+}
+
+func render(t *testing.T, release, fullname string, args ...string) rendered {
+	t.Helper()
+	objs := MustTemplate(t, release, "sser-test", args...)
+	d := As[appsv1.Deployment](t, Find(objs, "Deployment", fullname))
+	var c corev1.Container
+	for _, cc := range d.Spec.Template.Spec.Containers {
+		if cc.Name == "sser" {
+			c = cc
+		}
+	}
+	if c.Name == "" {
+		t.Fatalf("Deployment %s has no container named sser", fullname)
+	}
+	return rendered{objs: objs, deploy: d, sser: c, fullname: fullname, appVersion: chartAppVersion(t)}
+}
+
+func chartAppVersion(t *testing.T) string {
+	t.Helper()
+	out, err := Run(t, Helm(t), "show", "chart", ChartDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(out, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.AppVersion
+}
+
+// flag returns the value of --name=value in the sser container's args.
+func (r rendered) flag(name string) (string, bool) {
+	var val string
+	found := false
+	for _, a := range r.sser.Args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			val, found = v, true // the last one wins, as with Go's flag parsing
+		}
+	}
+	return val, found
+}
+
+func (r rendered) durationFlag(t *testing.T, name string) time.Duration {
+	t.Helper()
+	v, ok := r.flag(name)
+	if !ok {
+		t.Fatalf("sser args %q lack --%s", r.sser.Args, name)
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("--%s=%s: %v", name, v, err)
+	}
+	return d
+}
+
+func (r rendered) preStopSeconds() int64 {
+	if l := r.sser.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Sleep != nil {
+		return l.PreStop.Sleep.Seconds
+	}
+	return 0
+}
+
+func (r rendered) grace(t *testing.T) int64 {
+	t.Helper()
+	g := r.deploy.Spec.Template.Spec.TerminationGracePeriodSeconds
+	if g == nil {
+		t.Fatal("terminationGracePeriodSeconds is not set")
+	}
+	return *g
+}
+
+// checkInvariants asserts what must hold for every values combination.
+func checkInvariants(t *testing.T, r rendered) {
+	t.Helper()
+	d := r.deploy
+	sel := d.Spec.Selector.MatchLabels
+	if len(sel) == 0 {
+		t.Fatal("Deployment selector has no matchLabels")
+	}
+	podLabels := labels.Set(d.Spec.Template.Labels)
+	if !labels.SelectorFromSet(sel).Matches(podLabels) {
+		t.Errorf("pod labels %v do not match the Deployment selector %v", podLabels, sel)
+	}
+
+	// The peer finder must watch exactly the chart's own pods.
+	if finder, _ := r.flag("peer-finder"); finder == "kubernetes" {
+		s, ok := r.flag("selector")
+		if !ok {
+			t.Fatalf("peer finder kubernetes without --selector: %q", r.sser.Args)
+		}
+		parsed, err := labels.Parse(s)
+		if err != nil {
+			t.Fatalf("--selector=%s: %v", s, err)
+		}
+		if parsed.String() != labels.SelectorFromSet(sel).String() {
+			t.Errorf("--selector=%s, want the Deployment's selector labels %s", s, labels.SelectorFromSet(sel))
+		}
+	}
+
+	// Every object that selects pods selects exactly the chart's pods.
+	for _, o := range r.objs {
+		var got map[string]string
+		switch o.GetKind() {
+		case "Service":
+			got = As[corev1.Service](t, o).Spec.Selector
+		case "PodDisruptionBudget":
+			got = As[policyv1.PodDisruptionBudget](t, o).Spec.Selector.MatchLabels
+		case "NetworkPolicy":
+			got = As[networkingv1.NetworkPolicy](t, o).Spec.PodSelector.MatchLabels
+		default:
+			continue
+		}
+		if !maps.Equal(got, sel) {
+			t.Errorf("%s %s selects %v, want %v", o.GetKind(), o.GetName(), got, sel)
+		}
+	}
+
+	// Downward API.
+	wantEnv := map[string]string{"POD_IP": "status.podIP", "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+	for _, e := range r.sser.Env {
+		if path, ok := wantEnv[e.Name]; ok {
+			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != path {
+				t.Errorf("env %s = %+v, want fieldRef %s", e.Name, e.ValueFrom, path)
+			}
+			delete(wantEnv, e.Name)
+		}
+	}
+	if len(wantEnv) > 0 {
+		t.Errorf("env lacks %v", slices.Sorted(maps.Keys(wantEnv)))
+	}
+
+	// Ports are named, match the listen flags, and the probes use the internal one.
+	ports := map[string]int32{}
+	for _, p := range r.sser.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	for name, flag := range map[string]string{"http": "frontend-addr", "internal": "internal-addr"} {
+		addr, ok := r.flag(flag)
+		if !ok {
+			t.Errorf("no --%s", flag)
+			continue
+		}
+		_, port, _ := strings.Cut(addr, ":")
+		if strconv.Itoa(int(ports[name])) != port {
+			t.Errorf("--%s=%s but container port %q is %d", flag, addr, name, ports[name])
+		}
+	}
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"liveness", r.sser.LivenessProbe, "/healthz"}, {"readiness", r.sser.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("%s probe is not an HTTP GET", p.name)
+			continue
+		}
+		if p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "internal" {
+			t.Errorf("%s probe GET %s on port %s, want %s on internal", p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path)
+		}
+	}
+
+	// The grace period covers the preStop pause, the drain and the shutdown.
+	need := r.preStopSeconds() + int64(r.durationFlag(t, "drain-window")/time.Second) + int64(r.durationFlag(t, "shutdown-timeout")/time.Second)
+	if g := r.grace(t); g <= need {
+		t.Errorf("terminationGracePeriodSeconds %d leaves no margin over preStop+drain+shutdown = %d", g, need)
+	}
+
+	if s := d.Spec.Strategy; s.Type != appsv1.RollingUpdateDeploymentStrategyType || s.RollingUpdate == nil ||
+		s.RollingUpdate.MaxUnavailable == nil || s.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("strategy %+v, want RollingUpdate with maxUnavailable 0", s)
+	}
+
+	checkHardened(t, d.Spec.Template.Spec.SecurityContext, r.sser.SecurityContext)
+
+	// RBAC binds the pods' own ServiceAccount to a pods-only, read-only Role.
+	if rb := Find(r.objs, "RoleBinding", r.fullname); rb != nil {
+		binding := As[rbacv1.RoleBinding](t, rb)
+		sa := d.Spec.Template.Spec.ServiceAccountName
+		if len(binding.Subjects) != 1 || binding.Subjects[0].Kind != "ServiceAccount" || binding.Subjects[0].Name != sa || binding.Subjects[0].Namespace != "sser-test" {
+			t.Errorf("RoleBinding subjects %+v, want only ServiceAccount sser-test/%s", binding.Subjects, sa)
+		}
+		role := As[rbacv1.Role](t, Find(r.objs, "Role", binding.RoleRef.Name))
+		want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}}}
+		if fmt.Sprint(role.Rules) != fmt.Sprint(want) {
+			t.Errorf("Role rules %+v, want %+v", role.Rules, want)
+		}
+	}
+}
+
+func checkHardened(t *testing.T, pod *corev1.PodSecurityContext, c *corev1.SecurityContext) {
+	t.Helper()
+	if c == nil {
+		t.Fatal("sser container has no securityContext")
+	}
+	isTrue := func(b *bool) bool { return b != nil && *b }
+	if !isTrue(c.RunAsNonRoot) && (pod == nil || !isTrue(pod.RunAsNonRoot)) {
+		t.Error("runAsNonRoot is not set")
+	}
+	if !isTrue(c.ReadOnlyRootFilesystem) {
+		t.Error("readOnlyRootFilesystem is not true")
+	}
+	if c.AllowPrivilegeEscalation == nil || *c.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation is not false")
+	}
+	if c.Capabilities == nil || !slices.Equal(c.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(c.Capabilities.Add) > 0 {
+		t.Errorf("capabilities %+v, want drop [ALL] and no add", c.Capabilities)
+	}
+	seccomp := c.SeccompProfile
+	if seccomp == nil && pod != nil {
+		seccomp = pod.SeccompProfile
+	}
+	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccomp profile %+v, want RuntimeDefault", seccomp)
+	}
+	if c.RunAsUser != nil && *c.RunAsUser == 0 {
+		t.Error("runAsUser is 0 (root)")
+	}
+}
+
+func wantKinds(t *testing.T, r rendered, want map[string]int) {
+	t.Helper()
+	if got := Kinds(r.objs); !maps.Equal(got, want) {
+		t.Errorf("rendered kinds %v, want %v", got, want)
+	}
+}
+
+func TestTemplate(t *testing.T) {
+	defaultKinds := map[string]int{"Deployment": 1, "Service": 2, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "PodDisruptionBudget": 1}
+	withKinds := func(changes map[string]int) map[string]int {
+		m := maps.Clone(defaultKinds)
+		for k, v := range changes {
+			if v == 0 {
+				delete(m, k)
+			} else {
+				m[k] = v
+			}
+		}
+		return m
+	}
+
+	tests := []struct {
+		name     string
+		release  string
+		fullname string
+		args     []string
+		check    func(t *testing.T, r rendered)
+	}{
+		{
+			name: "defaults", release: "sser", fullname: "sser",
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, defaultKinds)
+				if got := *r.deploy.Spec.Replicas; got != 3 {
+					t.Errorf("replicas %d, want 3", got)
+				}
+				if got, want := r.sser.Image, "ghcr.io/sser-dev/sser:"+r.appVersion; got != want {
+					t.Errorf("image %s, want %s", got, want)
+				}
+				if got := r.grace(t); got != 5+10+5+5 {
+					t.Errorf("grace %d, want preStop 5 + drain 10 + shutdown 5 + margin 5 = 25", got)
+				}
+				if got := r.preStopSeconds(); got != 5 {
+					t.Errorf("preStop sleep %d, want 5", got)
+				}
+				if got, _ := r.flag("selector"); got != "app.kubernetes.io/instance=sser,app.kubernetes.io/name=sser" {
+					t.Errorf("--selector=%s", got)
+				}
+				if got, _ := r.flag("frontend-addr"); got != ":8000" {
+					t.Errorf("--frontend-addr=%s, want :8000 (all interfaces, for port-forward and sidecars)", got)
+				}
+				aff := r.deploy.Spec.Template.Spec.Affinity
+				if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+					len(aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 0 {
+					t.Fatalf("affinity %+v, want one preferred pod anti-affinity term", aff)
+				}
+				term := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm
+				if term.TopologyKey != "kubernetes.io/hostname" || !maps.Equal(term.LabelSelector.MatchLabels, r.deploy.Spec.Selector.MatchLabels) {
+					t.Errorf("anti-affinity term %+v, want hostname spread of the chart's pods", term)
+				}
+				pdb := As[policyv1.PodDisruptionBudget](t, Find(r.objs, "PodDisruptionBudget", "sser"))
+				if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
+					t.Errorf("PDB %+v, want maxUnavailable 1", pdb.Spec)
+				}
+				if Find(r.objs, "Service", "sser-internal") == nil {
+					t.Error("no internal Service sser-internal")
+				}
+			},
+		},
+		{
+			name: "one replica has no PDB", release: "sser", fullname: "sser",
+			args: []string{"--set", "replicaCount=1"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"PodDisruptionBudget": 0}))
+			},
+		},
+		{
+			name: "PDB can be turned off", release: "sser", fullname: "sser",
+			args: []string{"--set", "podDisruptionBudget.enabled=false"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"PodDisruptionBudget": 0}))
+			},
+		},
+		{
+			name: "PDB minAvailable wins over maxUnavailable", release: "sser", fullname: "sser",
+			args: []string{"--set", "podDisruptionBudget.minAvailable=50%"},
+			check: func(t *testing.T, r rendered) {
+				pdb := As[policyv1.PodDisruptionBudget](t, Find(r.objs, "PodDisruptionBudget", "sser"))
+				if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.String() != "50%" || pdb.Spec.MaxUnavailable != nil {
+					t.Errorf("PDB %+v, want only minAvailable 50%%", pdb.Spec)
+				}
+			},
+		},
+		{
+			name: "autoscaling from two replicas gets an HPA and a PDB", release: "sser", fullname: "sser",
+			args: []string{"--set", "replicaCount=1,autoscaling.enabled=true,autoscaling.minReplicas=2,autoscaling.maxReplicas=6"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"HorizontalPodAutoscaler": 1}))
+				if r.deploy.Spec.Replicas != nil {
+					t.Errorf("replicas %d set while the HPA owns them", *r.deploy.Spec.Replicas)
+				}
+				hpa := As[autoscalingv2.HorizontalPodAutoscaler](t, Find(r.objs, "HorizontalPodAutoscaler", "sser"))
+				if *hpa.Spec.MinReplicas != 2 || hpa.Spec.MaxReplicas != 6 || hpa.Spec.ScaleTargetRef.Name != "sser" || hpa.Spec.ScaleTargetRef.Kind != "Deployment" {
+					t.Errorf("HPA spec %+v", hpa.Spec)
+				}
+			},
+		},
+		{
+			name: "autoscaling from one replica has no PDB", release: "sser", fullname: "sser",
+			args: []string{"--set", "autoscaling.enabled=true,autoscaling.minReplicas=1"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 0}))
+			},
+		},
+		{
+			name: "grace period is preStop + drain + shutdown + margin", release: "sser", fullname: "sser",
+			args: []string{"--set", "preStopSleepSeconds=7,sser.drainWindowSeconds=20,sser.shutdownTimeoutSeconds=3,terminationGraceMarginSeconds=4"},
+			check: func(t *testing.T, r rendered) {
+				if got := r.grace(t); got != 7+20+3+4 {
+					t.Errorf("grace %d, want 34", got)
+				}
+				if got := r.durationFlag(t, "drain-window"); got != 20*time.Second {
+					t.Errorf("--drain-window %s, want 20s", got)
+				}
+				if got := r.durationFlag(t, "shutdown-timeout"); got != 3*time.Second {
+					t.Errorf("--shutdown-timeout %s, want 3s", got)
+				}
+				if got := r.preStopSeconds(); got != 7 {
+					t.Errorf("preStop sleep %d, want 7", got)
+				}
+			},
+		},
+		{
+			name: "no preStop pause", release: "sser", fullname: "sser",
+			args: []string{"--set", "preStopSleepSeconds=0"},
+			check: func(t *testing.T, r rendered) {
+				if r.sser.Lifecycle != nil {
+					t.Errorf("lifecycle %+v, want none", r.sser.Lifecycle)
+				}
+				if got := r.grace(t); got != 10+5+5 {
+					t.Errorf("grace %d, want 20", got)
+				}
+			},
+		},
+		{
+			name: "nameOverride changes the selector labels and the --selector flag", release: "shop", fullname: "shop-events",
+			args: []string{"--set", "nameOverride=events"},
+			check: func(t *testing.T, r rendered) {
+				if got, _ := r.flag("selector"); got != "app.kubernetes.io/instance=shop,app.kubernetes.io/name=events" {
+					t.Errorf("--selector=%s", got)
+				}
+				if Find(r.objs, "Service", "shop-events-internal") == nil || Find(r.objs, "ServiceAccount", "shop-events") == nil {
+					t.Errorf("objects not named after shop-events: %v", names(r.objs))
+				}
+			},
+		},
+		{
+			name: "fullnameOverride names every object", release: "sser", fullname: "rt",
+			args: []string{"--set", "fullnameOverride=rt"},
+			check: func(t *testing.T, r rendered) {
+				for _, o := range r.objs {
+					if o.GetName() != "rt" && o.GetName() != "rt-internal" {
+						t.Errorf("%s named %s, want rt", o.GetKind(), o.GetName())
+					}
+				}
+			},
+		},
+		{
+			name: "NetworkPolicy keeps the internal port to peers and named sources", release: "sser", fullname: "sser",
+			args: []string{"--set", "networkPolicy.enabled=true,networkPolicy.internal.namespaces={shop,monitoring},networkPolicy.internal.podLabels.role=publisher"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"NetworkPolicy": 1}))
+				np := As[networkingv1.NetworkPolicy](t, Find(r.objs, "NetworkPolicy", "sser"))
+				if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+					t.Errorf("policyTypes %v, want [Ingress] (egress stays open)", np.Spec.PolicyTypes)
+				}
+				if len(np.Spec.Ingress) != 2 {
+					t.Fatalf("%d ingress rules, want 2 (frontend, internal)", len(np.Spec.Ingress))
+				}
+				front, internal := np.Spec.Ingress[0], np.Spec.Ingress[1]
+				if len(front.Ports) != 1 || front.Ports[0].Port.String() != "http" || len(front.From) != 0 {
+					t.Errorf("frontend rule %+v, want port http from anywhere", front)
+				}
+				if len(internal.Ports) != 1 || internal.Ports[0].Port.String() != "internal" {
+					t.Errorf("internal rule ports %+v, want only internal", internal.Ports)
+				}
+				var got []string
+				for _, p := range internal.From {
+					switch {
+					case p.PodSelector != nil && p.NamespaceSelector == nil:
+						got = append(got, "pods:"+labels.SelectorFromSet(p.PodSelector.MatchLabels).String())
+					case p.NamespaceSelector != nil && p.PodSelector == nil:
+						got = append(got, "ns:"+p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
+					default:
+						got = append(got, fmt.Sprintf("other:%+v", p))
+					}
+				}
+				want := []string{
+					"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String(),
+					"ns:shop", "ns:monitoring", "pods:role=publisher",
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("internal port sources %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "RBAC and ServiceAccount can be turned off", release: "sser", fullname: "sser",
+			args: []string{"--set", "rbac.create=false,serviceAccount.create=false"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"Role": 0, "RoleBinding": 0, "ServiceAccount": 0}))
+				if got := r.deploy.Spec.Template.Spec.ServiceAccountName; got != "default" {
+					t.Errorf("serviceAccountName %s, want default", got)
+				}
+			},
+		},
+		{
+			name: "named ServiceAccount is bound", release: "sser", fullname: "sser",
+			args: []string{"--set", "serviceAccount.name=watcher"},
+			check: func(t *testing.T, r rendered) {
+				if Find(r.objs, "ServiceAccount", "watcher") == nil || r.deploy.Spec.Template.Spec.ServiceAccountName != "watcher" {
+					t.Errorf("ServiceAccount watcher not created or not used: %v", names(r.objs))
+				}
+			},
+		},
+		{
+			name: "bind to the pod IP", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.bindAddress=$(POD_IP)"},
+			check: func(t *testing.T, r rendered) {
+				for flag, want := range map[string]string{"frontend-addr": "$(POD_IP):8000", "internal-addr": "$(POD_IP):7000"} {
+					if got, _ := r.flag(flag); got != want {
+						t.Errorf("--%s=%s, want %s", flag, got, want)
+					}
+				}
+			},
+		},
+		{
+			name: "static peers", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.peerFinder=static,sser.peers={10.0.0.1,10.0.0.2}"},
+			check: func(t *testing.T, r rendered) {
+				if _, ok := r.flag("selector"); ok {
+					t.Error("--selector set for the static peer finder")
+				}
+				if got, _ := r.flag("peers"); got != "10.0.0.1,10.0.0.2" {
+					t.Errorf("--peers=%s", got)
+				}
+			},
+		},
+		{
+			name: "image digest pins the image", release: "sser", fullname: "sser",
+			args: []string{"--set", "image.tag=9.9.9,image.digest=sha256:" + strings.Repeat("ab", 32)},
+			check: func(t *testing.T, r rendered) {
+				if want := "ghcr.io/sser-dev/sser@sha256:" + strings.Repeat("ab", 32); r.sser.Image != want {
+					t.Errorf("image %s, want %s", r.sser.Image, want)
+				}
+			},
+		},
+		{
+			name: "hard anti-affinity", release: "sser", fullname: "sser",
+			args: []string{"--set", "podAntiAffinity=hard"},
+			check: func(t *testing.T, r rendered) {
+				aff := r.deploy.Spec.Template.Spec.Affinity
+				if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
+					t.Errorf("affinity %+v, want one required anti-affinity term", aff)
+				}
+			},
+		},
+		{
+			name: "no internal Service", release: "sser", fullname: "sser",
+			args: []string{"--set", "internalService.enabled=false"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"Service": 1}))
+			},
+		},
+		{
+			name: "ci full values", release: "sser", fullname: "sser",
+			args: []string{"-f", "ci/full-values.yaml"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"NetworkPolicy": 1, "HorizontalPodAutoscaler": 1}))
+				if got := r.grace(t); got != 10+20+3+7 {
+					t.Errorf("grace %d, want 40", got)
+				}
+			},
+		},
+		{
+			name: "sidecar example", release: "ticker", fullname: "ticker-sser",
+			args: []string{"-f", filepath.Join("..", "..", "examples", "sidecar", "values.yaml")},
+			check: func(t *testing.T, r rendered) {
+				cs := r.deploy.Spec.Template.Spec.Containers
+				if len(cs) != 2 || cs[1].Name != "app" {
+					t.Fatalf("containers %v, want sser and app", containerNames(cs))
+				}
+				if script := strings.Join(cs[1].Args, " "); !strings.Contains(script, "http://localhost:7000/api/json/v1/publish") {
+					t.Errorf("app does not publish to localhost:7000: %s", script)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := slices.Clone(tc.args)
+			// Relative values files are relative to the chart directory.
+			for i := range args {
+				if i > 0 && args[i-1] == "-f" && !filepath.IsAbs(args[i]) {
+					args[i] = filepath.Join(ChartDir(t), args[i])
+				}
+			}
+			r := render(t, tc.release, tc.fullname, args...)
+			checkInvariants(t, r)
+			tc.check(t, r)
+		})
+	}
+}
+
+func names(objs []*unstructured.Unstructured) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetKind()+"/"+o.GetName())
+	}
+	return out
+}
+
+func containerNames(cs []corev1.Container) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}
