@@ -1,0 +1,17 @@
+package client
+
+// Event is one dispatched server-sent event.
+type Event struct {
+	// ID is the stream's last event ID when the event was dispatched: the id
+	// field of this event or, when it had none, of an earlier one. Per the
+	// spec it persists from event to event until the server changes it.
+	ID string
+	// Type is the event type: the event field, or "message" when the server
+	// sent none.
+	Type string
+	// Data is the data lines of the event joined with LF.
+	Data string
+}
+
+// DefaultEventType is the type of an event that has no event field.
+const DefaultEventType = "message"
