@@ -4,7 +4,7 @@ import "time"
 
 // minBackoffBase keeps repeated failures from spinning when the server asked
 // for retry: 0.
-const minBackoffBase = 10 * time.Millisecond
+const minBackoffBase = time.Millisecond
 
 // backoffDelay is the wait before reconnection attempt number attempt (0 for
 // the first after a connection ends): base doubled per attempt and capped at

@@ -50,7 +50,8 @@ type options struct {
 	onComment     func(text string)
 	onConnect     func(resp *http.Response)
 	log           logr.Logger
-	rnd           func() float64 // jitter source, replaced in tests
+	rnd           func() float64                     // jitter source, replaced in tests
+	onDelay       func(attempt int, d time.Duration) // observes backoff delays in tests
 }
 
 func defaultOptions() options {

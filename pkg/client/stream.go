@@ -184,6 +184,9 @@ func (s *Stream) run() {
 			base = s.serverRetry
 		}
 		d := backoffDelay(base, s.o.maxDelay, s.o.jitter, attempt, retryAfter, s.o.rnd())
+		if s.o.onDelay != nil {
+			s.o.onDelay(attempt, d)
+		}
 		attempt++
 		log.V(1).Info("reconnecting", "delay", d, "attempt", attempt, "reason", err.Error())
 		if !s.sleep(d) {
