@@ -141,7 +141,9 @@ func WithMaxEventSize(n int) Option { return func(o *options) { o.maxEventSize =
 
 // WithHandler delivers events to h, called on the Stream's goroutine in
 // order, instead of on the Events channel. ctx ends when the Stream stops.
-// A non-nil error stops the Stream, which then reports it from Err. Do not
+// A non-nil error stops the Stream, which then reports it from Err; that
+// event does not advance LastEventID, so resuming from it delivers the
+// event again. No event is handed over after the Stream stops. Do not
 // call Close from h (it waits for h to return); return an error instead.
 func WithHandler(h func(ctx context.Context, ev Event) error) Option {
 	return func(o *options) { o.handler = h }

@@ -310,6 +310,9 @@ func (s *Stream) connect() (connectedAt time.Time, err error) {
 // only once the event is delivered, so a Restart or a crash in between
 // resumes with the event sent again rather than lost.
 func (s *Stream) deliver(ev Event) error {
+	if s.ctx.Err() != nil {
+		return context.Cause(s.ctx) // stopped: no more events
+	}
 	if s.o.handler != nil {
 		if err := s.o.handler(s.ctx, ev); err != nil {
 			return &handlerError{err: err}
