@@ -1,0 +1,374 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pubRecorder is a fake internal API that records publish bodies.
+type pubRecorder struct {
+	mu     sync.Mutex
+	bodies []pubEvent
+	paths  []string
+	ctypes []string
+}
+
+func (p *pubRecorder) handler(status int, reply string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var ev pubEvent
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &ev)
+		p.mu.Lock()
+		p.bodies = append(p.bodies, ev)
+		p.paths = append(p.paths, r.URL.Path)
+		p.ctypes = append(p.ctypes, r.Header.Get("Content-Type"))
+		p.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprint(w, reply)
+	}
+}
+
+func TestRunPub(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		stdin      string
+		status     int
+		reply      string
+		path       string // appended to the server URL for --url
+		want       []pubEvent
+		wantPath   string
+		wantErr    string
+		wantUsage  bool
+		envURLOnly bool
+	}{
+		{
+			name: "message from args",
+			args: []string{"--stream", "prices", "--event", "tick", "hello", "world"},
+			want: []pubEvent{{Stream: "prices", Msg: "hello world", Event: "tick"}},
+		},
+		{
+			name:  "one event per stdin line",
+			args:  []string{"--stream", "logs"},
+			stdin: "one\r\n\ntwo\nthree", // CRLF trimmed, empty line skipped, last line without LF kept
+			want:  []pubEvent{{Stream: "logs", Msg: "one"}, {Stream: "logs", Msg: "two"}, {Stream: "logs", Msg: "three"}},
+		},
+		{
+			name:     "full URL kept",
+			args:     []string{"--stream", "s", "m"},
+			path:     "/api/json/v1/send",
+			want:     []pubEvent{{Stream: "s", Msg: "m"}},
+			wantPath: "/api/json/v1/send",
+		},
+		{
+			name:       "SSER_URL",
+			args:       []string{"--stream", "s", "m"},
+			want:       []pubEvent{{Stream: "s", Msg: "m"}},
+			envURLOnly: true,
+		},
+		{
+			name:    "server error shows its reason",
+			args:    []string{"--stream", "bad name!", "m"},
+			status:  http.StatusBadRequest,
+			reply:   `{"error":"invalid stream name \"bad name!\""}`,
+			want:    []pubEvent{{Stream: "bad name!", Msg: "m"}},
+			wantErr: `400 Bad Request: invalid stream name "bad name!"`,
+		},
+		{
+			name:    "non-JSON error body",
+			args:    []string{"--stream", "s", "m"},
+			status:  http.StatusBadGateway,
+			reply:   "upstream down",
+			want:    []pubEvent{{Stream: "s", Msg: "m"}},
+			wantErr: "502 Bad Gateway: upstream down",
+		},
+		{
+			name:    "stdin stops at the first failure",
+			args:    []string{"--stream", "s"},
+			stdin:   "a\nb\n",
+			status:  http.StatusServiceUnavailable,
+			reply:   `{"error":"draining"}`,
+			want:    []pubEvent{{Stream: "s", Msg: "a"}},
+			wantErr: "line 1: publish to",
+		},
+		{name: "stream required", args: []string{"m"}, wantUsage: true},
+		{name: "unknown flag", args: []string{"--nope"}, wantUsage: true},
+		{name: "bad url", args: []string{"--url", "localhost:7000", "--stream", "s", "m"}, wantUsage: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &pubRecorder{}
+			status := tt.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			srv := httptest.NewServer(rec.handler(status, tt.reply))
+			defer srv.Close()
+			args := tt.args
+			if tt.envURLOnly {
+				t.Setenv("SSER_URL", srv.URL)
+			} else if !slicesContains(args, "--url") {
+				args = append([]string{"--url", srv.URL + tt.path}, args...)
+			}
+			var stdout, stderr bytes.Buffer
+			err := RunPub(t.Context(), args, strings.NewReader(tt.stdin), &stdout, &stderr)
+			switch {
+			case tt.wantUsage:
+				if !errors.Is(err, errUsage) {
+					t.Fatalf("err = %v, want a usage error", err)
+				}
+				if !strings.Contains(stderr.String(), "Usage: sser pub") {
+					t.Fatalf("no usage text in %q", stderr.String())
+				}
+				return
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Fatal(err)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if fmt.Sprint(rec.bodies) != fmt.Sprint(tt.want) {
+				t.Fatalf("published %+v, want %+v", rec.bodies, tt.want)
+			}
+			wantPath := tt.wantPath
+			if wantPath == "" {
+				wantPath = pubPath
+			}
+			for i := range rec.paths {
+				if rec.paths[i] != wantPath || rec.ctypes[i] != "application/json" {
+					t.Fatalf("request %d: %s %s", i, rec.paths[i], rec.ctypes[i])
+				}
+			}
+		})
+	}
+}
+
+func TestRunPubTimeout(t *testing.T) {
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	defer srv.Close()
+	defer close(stop)
+	err := RunPub(t.Context(), []string{"--url", srv.URL, "--stream", "s", "--timeout", "50ms", "m"}, nil, io.Discard, io.Discard)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// subServer is a fake frontend: connection n is answered by script(n).
+type subServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	n       int
+	lastIDs []string
+	queries []string
+	stop    chan struct{}
+}
+
+func newSubServer(t *testing.T, script func(n int, w http.ResponseWriter, r *http.Request, stop <-chan struct{})) *subServer {
+	s := &subServer{stop: make(chan struct{})}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		n := s.n
+		s.n++
+		s.lastIDs = append(s.lastIDs, r.Header.Get("Last-Event-ID"))
+		s.queries = append(s.queries, r.URL.Path+"?"+r.URL.RawQuery)
+		s.mu.Unlock()
+		script(n, w, r, s.stop)
+	}))
+	t.Cleanup(func() {
+		close(s.stop)
+		s.Close()
+	})
+	return s
+}
+
+func subSSE(w http.ResponseWriter, frames string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	fmt.Fprint(w, frames)
+	w.(http.Flusher).Flush()
+}
+
+func TestRunSub(t *testing.T) {
+	// Connection 0: connect frames, two events, drop. Connection 1 must
+	// resume from the last id and gets the rest.
+	script := func(n int, w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
+		switch n {
+		case 0:
+			subSSE(w, "retry: 5\nid: o:0\n\n: heartbeat\n\nid: o:1\nevent: tick\ndata: 1\n\nid: o:2\ndata: two\ndata: lines\n\n")
+		default:
+			subSSE(w, "retry: 5\nid: o:2\n\nid: o:3\ndata: <3>\n\n")
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+		}
+	}
+	tests := []struct {
+		name       string
+		args       []string
+		wantOut    string
+		wantQuery  string
+		wantLastID []string
+	}{
+		{
+			name:       "text",
+			args:       []string{"--stream", "a", "--count", "3"},
+			wantOut:    "[tick] 1\ntwo\nlines\n<3>\n",
+			wantQuery:  "/events?stream=a",
+			wantLastID: []string{"", "o:2"},
+		},
+		{
+			name: "json and several streams",
+			args: []string{"--stream", "a", "--stream", "b", "--json", "--count", "3", "--last-event-id", "o:0"},
+			wantOut: `{"id":"o:1","event":"tick","data":"1"}` + "\n" +
+				`{"id":"o:2","event":"message","data":"two\nlines"}` + "\n" +
+				`{"id":"o:3","event":"message","data":"<3>"}` + "\n",
+			wantQuery:  "/events?stream=a&stream=b",
+			wantLastID: []string{"o:0", "o:2"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newSubServer(t, script)
+			var stdout, stderr bytes.Buffer
+			err := RunSub(t.Context(), append([]string{"--url", srv.URL}, tt.args...), &stdout, &stderr)
+			if err != nil {
+				t.Fatalf("err = %v; stderr: %s", err, stderr.String())
+			}
+			if stdout.String() != tt.wantOut {
+				t.Fatalf("stdout = %q, want %q", stdout.String(), tt.wantOut)
+			}
+			if !strings.Contains(stderr.String(), "reconnecting") || !strings.Contains(stderr.String(), "reconnected") {
+				t.Fatalf("stderr does not report the reconnection: %q", stderr.String())
+			}
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			if srv.queries[0] != tt.wantQuery {
+				t.Fatalf("query = %q, want %q", srv.queries[0], tt.wantQuery)
+			}
+			if fmt.Sprint(srv.lastIDs) != fmt.Sprint(tt.wantLastID) {
+				t.Fatalf("Last-Event-IDs = %q, want %q", srv.lastIDs, tt.wantLastID)
+			}
+		})
+	}
+}
+
+func TestRunSubStops(t *testing.T) {
+	tests := []struct {
+		name       string
+		status     int
+		reply      string
+		args       []string
+		wantErr    string
+		wantUsage  bool
+		wantStderr string
+	}{
+		{name: "bad request is not retried", status: http.StatusBadRequest, reply: `{"error":"invalid stream name"}`, args: []string{"--stream", "x"}, wantErr: "400 Bad Request: invalid stream name"},
+		{name: "204 stops", status: http.StatusNoContent, args: []string{"--stream", "x"}, wantErr: "204"},
+		{name: "stream required", args: []string{}, wantUsage: true, wantStderr: "at least one --stream"},
+		{name: "extra args", args: []string{"--stream", "x", "oops"}, wantUsage: true, wantStderr: "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newSubServer(t, func(n int, w http.ResponseWriter, r *http.Request, _ <-chan struct{}) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tt.status)
+				fmt.Fprint(w, tt.reply)
+			})
+			var stderr bytes.Buffer
+			err := RunSub(t.Context(), append([]string{"--url", srv.URL}, tt.args...), io.Discard, &stderr)
+			if tt.wantUsage {
+				if !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), tt.wantStderr) {
+					t.Fatalf("err = %v, stderr %q", err, stderr.String())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			if srv.n != 1 {
+				t.Fatalf("%d connections, want 1", srv.n)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while RunSub writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRunSubInterrupted(t *testing.T) {
+	srv := newSubServer(t, func(n int, w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
+		subSSE(w, "id: o:9\ndata: x\n\n")
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- RunSub(ctx, []string{"--url", srv.URL, "--stream", "s"}, &stdout, &stderr) }()
+	for deadline := time.Now().Add(10 * time.Second); stdout.String() != "x\n"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no event printed; stdout %q", stdout.String())
+		}
+		time.Sleep(5 * time.Millisecond) // polling stdout, with a deadline
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("interrupted sub returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunSub did not return after its context ended")
+	}
+	if !strings.Contains(stderr.String(), "resume with --last-event-id 'o:9'") {
+		t.Fatalf("stderr has no resume hint: %q", stderr.String())
+	}
+}
