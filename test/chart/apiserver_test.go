@@ -1,0 +1,243 @@
+package chart
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// TestServerSideDryRun applies every object the chart, the plain manifests
+// and the sidecar example render to a real kube-apiserver with dry-run, so
+// the API server's own validation and admission judge them.
+func TestServerSideDryRun(t *testing.T) {
+	Helm(t)
+	cfg := StartAPIServer(t)
+	a := NewApplier(t, cfg)
+
+	chart := func(ns string, args ...string) func(t *testing.T) []*unstructured.Unstructured {
+		return func(t *testing.T) []*unstructured.Unstructured {
+			return MustTemplate(t, "sser", ns, args...)
+		}
+	}
+	kustomize := func(dir string) func(t *testing.T) []*unstructured.Unstructured {
+		return func(t *testing.T) []*unstructured.Unstructured {
+			out, err := Run(t, Kubectl(t), "kustomize", filepath.Join(RepoRoot(t), dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := Decode(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return objs
+		}
+	}
+	ciValues := func(t *testing.T, name string) string {
+		return filepath.Join(ChartDir(t), "ci", name)
+	}
+
+	tests := []struct {
+		name      string
+		objects   func(t *testing.T) []*unstructured.Unstructured
+		wantKinds int // distinct kinds expected, so an empty render cannot pass
+	}{
+		{"chart defaults", chart("dry-default"), 6},
+		{"chart ci/full-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
+			return chart("dry-full", "-f", ciValues(t, "full-values.yaml"))(t)
+		}, 8},
+		{"chart ci/minimal-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
+			return chart("dry-minimal", "-f", ciValues(t, "minimal-values.yaml"))(t)
+		}, 2},
+		{"chart NetworkPolicy and HPA", chart("dry-np", "--set", "networkPolicy.enabled=true,networkPolicy.internal.namespaces={shop},autoscaling.enabled=true"), 8},
+		{"chart sidecar values", func(t *testing.T) []*unstructured.Unstructured {
+			return chart("dry-sidecar", "-f", filepath.Join(RepoRoot(t), "examples", "sidecar", "values.yaml"))(t)
+		}, 6},
+		{"manifests/base", kustomize("manifests/base"), 7},
+		{"manifests/overlays/dev", kustomize("manifests/overlays/dev"), 6},
+		{"manifests/overlays/production", kustomize("manifests/overlays/production"), 9},
+		{"examples/sidecar", kustomize("examples/sidecar"), 6},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := tc.objects(t)
+			if got := len(Kinds(objs)); got != tc.wantKinds {
+				t.Fatalf("%d kinds rendered (%v), want %d", got, Kinds(objs), tc.wantKinds)
+			}
+			// Namespaces are created for real: a dry-run namespace does not
+			// exist for the dry-run objects inside it.
+			for _, o := range objs {
+				if o.GetKind() == "Namespace" {
+					a.EnsureNamespace(t, o.GetName())
+				} else if ns := o.GetNamespace(); ns != "" {
+					a.EnsureNamespace(t, ns)
+				}
+			}
+			for _, o := range objs {
+				if o.GetKind() == "Namespace" {
+					continue
+				}
+				if _, err := a.Apply(t, o, true); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+
+	// The dry-run must be able to fail: the API server rejects what its
+	// validation rejects, even though nothing is stored.
+	t.Run("invalid object is rejected", func(t *testing.T) {
+		objs := MustTemplate(t, "sser", "dry-default")
+		d := Find(objs, "Deployment", "sser").DeepCopy()
+		containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+		c := containers[0].(map[string]any)
+		if err := unstructured.SetNestedField(c, int64(-1), "lifecycle", "preStop", "sleep", "seconds"); err != nil {
+			t.Fatal(err)
+		}
+		if err := unstructured.SetNestedSlice(d.Object, containers, "spec", "template", "spec", "containers"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := a.Apply(t, d, true)
+		if !apierrors.IsInvalid(err) {
+			t.Fatalf("negative preStop sleep: got %v, want Invalid", err)
+		}
+		d = Find(objs, "Deployment", "sser").DeepCopy()
+		if err := unstructured.SetNestedField(d.Object, "x", "spec", "template", "spec", "notAField"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Apply(t, d, true); err == nil || !strings.Contains(err.Error(), "notAField") {
+			t.Fatalf("unknown field: got %v, want strict field validation to name notAField", err)
+		}
+	})
+}
+
+// TestRBAC installs the chart's ServiceAccount, Role and RoleBinding in a real
+// API server and asks its RBAC authorizer what the ServiceAccount may do: get,
+// list and watch pods in its namespace, and nothing else.
+func TestRBAC(t *testing.T) {
+	Helm(t)
+	cfg := StartAPIServer(t)
+	a := NewApplier(t, cfg)
+	const ns, other = "sser-rbac", "elsewhere"
+	a.EnsureNamespace(t, ns)
+	a.EnsureNamespace(t, other)
+
+	for _, o := range MustTemplate(t, "sser", ns) {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding":
+			if _, err := a.Apply(t, o, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	user := "system:serviceaccount:" + ns + ":sser"
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+
+	type access struct {
+		verb, resource, subresource, namespace string
+		group                                  string
+	}
+	allowed := []access{
+		{verb: "get", resource: "pods", namespace: ns},
+		{verb: "list", resource: "pods", namespace: ns},
+		{verb: "watch", resource: "pods", namespace: ns},
+	}
+	denied := []access{
+		{verb: "list", resource: "pods", namespace: other},
+		{verb: "watch", resource: "pods", namespace: other},
+		{verb: "list", resource: "pods", namespace: "kube-system"},
+		{verb: "list", resource: "pods"}, // all namespaces
+		{verb: "get", resource: "secrets", namespace: ns},
+		{verb: "list", resource: "secrets", namespace: ns},
+		{verb: "list", resource: "configmaps", namespace: ns},
+		{verb: "get", resource: "services", namespace: ns},
+		{verb: "list", resource: "endpointslices", group: "discovery.k8s.io", namespace: ns},
+		{verb: "create", resource: "pods", namespace: ns},
+		{verb: "update", resource: "pods", namespace: ns},
+		{verb: "patch", resource: "pods", namespace: ns},
+		{verb: "delete", resource: "pods", namespace: ns},
+		{verb: "deletecollection", resource: "pods", namespace: ns},
+		{verb: "get", resource: "pods", subresource: "log", namespace: ns},
+		{verb: "create", resource: "pods", subresource: "exec", namespace: ns},
+		{verb: "create", resource: "pods", subresource: "eviction", namespace: ns},
+		{verb: "patch", resource: "pods", subresource: "status", namespace: ns},
+		{verb: "get", resource: "deployments", group: "apps", namespace: ns},
+		{verb: "list", resource: "nodes"},
+		{verb: "create", resource: "serviceaccounts", subresource: "token", namespace: ns},
+		{verb: "escalate", resource: "roles", group: "rbac.authorization.k8s.io", namespace: ns},
+	}
+	check := func(t *testing.T, user string, groups []string, acc access, want bool) {
+		t.Helper()
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user, Groups: groups,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: acc.namespace, Verb: acc.verb, Group: acc.group,
+				Resource: acc.resource, Subresource: acc.subresource,
+			},
+		}}
+		got, err := a.Client.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed != want {
+			t.Errorf("%s may %s %s/%s in %q: %v, want %v (%s)", user, acc.verb, acc.resource, acc.subresource, acc.namespace, got.Status.Allowed, want, got.Status.Reason)
+		}
+	}
+	name := func(acc access) string {
+		ns := acc.namespace
+		if ns == "" {
+			ns = "cluster"
+		}
+		r := acc.resource
+		if acc.subresource != "" {
+			r += "/" + acc.subresource
+		}
+		return fmt.Sprintf("%s %s in %s", acc.verb, r, ns)
+	}
+	for _, acc := range allowed {
+		t.Run("allowed/"+name(acc), func(t *testing.T) { check(t, user, groups, acc, true) })
+	}
+	for _, acc := range denied {
+		t.Run("denied/"+name(acc), func(t *testing.T) { check(t, user, groups, acc, false) })
+	}
+	// Without the chart's RBAC the namespace's default account cannot watch
+	// pods: the allowances above come from the chart, not the cluster.
+	t.Run("default account has no access", func(t *testing.T) {
+		check(t, "system:serviceaccount:"+ns+":default", []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}, allowed[1], false)
+	})
+
+	// The same through authentication: a TokenRequest token for the chart's
+	// ServiceAccount (what a kubelet mounts into the pod) lists pods and is
+	// refused secrets.
+	t.Run("token", func(t *testing.T) {
+		expiry := int64(600)
+		tr, err := a.Client.CoreV1().ServiceAccounts(ns).CreateToken(t.Context(), "sser",
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		saCfg := rest.AnonymousClientConfig(cfg)
+		saCfg.BearerToken = tr.Status.Token
+		sa, err := kubernetes.NewForConfig(saCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sa.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{}); err != nil {
+			t.Errorf("list pods in %s as the ServiceAccount: %v", ns, err)
+		}
+		if _, err := sa.CoreV1().Pods(other).List(t.Context(), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("list pods in %s as the ServiceAccount: %v, want Forbidden", other, err)
+		}
+		if _, err := sa.CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("list secrets in %s as the ServiceAccount: %v, want Forbidden", ns, err)
+		}
+	})
+}
