@@ -7,12 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sser-dev/sser/internal/testproc"
 )
 
 // pubRecorder is a fake internal API that records publish bodies.
@@ -370,5 +379,149 @@ func TestRunSubInterrupted(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "resume with --last-event-id 'o:9'") {
 		t.Fatalf("stderr has no resume hint: %q", stderr.String())
+	}
+}
+
+// TestRunSubResumesAcrossReplicaRestart runs two real sser replicas behind a
+// switchable proxy (standing in for the Service) and checks that `sser sub`
+// sees every event exactly once while its replica is killed, restarted, and
+// the other replica is killed too: ids mean the same on every replica.
+func TestRunSubResumesAcrossReplicaRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real sser processes; skipped with -short")
+	}
+	ipA, ipB := "127.0.0.2", "127.0.0.3"
+	for _, ip := range []string{ipA, ipB} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			msg := "cannot bind " + ip + " (needs Linux loopback 127.0.0.0/8): " + err.Error()
+			if os.Getenv("SSER_REQUIRE_REAL") == "1" {
+				t.Fatal(msg + " and SSER_REQUIRE_REAL=1")
+			}
+			t.Skip(msg)
+		}
+		_ = ln.Close()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	front, internal := testproc.FreePorts(t, ipA, ipB)
+	start := func(ip string) *testproc.Replica {
+		return testproc.Start(t, testproc.Config{
+			IP: ip, FrontendPort: front, InternalPort: internal,
+			Args: []string{"--peer-finder", "static", "--peers", ipA + "," + ipB, "--pod-ip", ip, "--retry", "50ms", "--log-level", "debug"},
+		})
+	}
+	a, b := start(ipA), start(ipB)
+	a.WaitReady(t, 30*time.Second)
+	b.WaitReady(t, 30*time.Second)
+
+	// The proxy is the Service: it sends each new connection to target.
+	var target atomic.Pointer[url.URL]
+	setTarget := func(r *testproc.Replica) {
+		u, _ := url.Parse(r.FrontendURL)
+		target.Store(u)
+	}
+	setTarget(a)
+	connected := make(chan string, 10)
+	proxy := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target.Load()) },
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			connected <- resp.Request.URL.Host + " " + resp.Status
+			return nil
+		},
+		ErrorLog: log.New(io.Discard, "", 0), // dropped upstreams are the point of the test
+	})
+	defer proxy.Close()
+	waitConnected := func(want *testproc.Replica) {
+		t.Helper()
+		host := strings.TrimPrefix(want.FrontendURL, "http://")
+		for {
+			select {
+			case c := <-connected:
+				if c == host+" 200 OK" {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("sub did not connect to %s", host)
+			}
+		}
+	}
+
+	const total = 30
+	var stdout, stderr syncBuffer
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- RunSub(ctx, []string{"--url", proxy.URL, "--stream", "s", "--json", "--count", strconv.Itoa(total)}, &stdout, &stderr)
+	}()
+	publish := func(r *testproc.Replica, from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if err := RunPub(ctx, []string{"--url", r.InternalURL, "--stream", "s", strconv.Itoa(i)}, nil, io.Discard, io.Discard); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+		}
+	}
+	received := func() []string {
+		var msgs []string
+		for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+			var ev subJSONEvent
+			if line != "" && json.Unmarshal([]byte(line), &ev) == nil {
+				msgs = append(msgs, ev.Data)
+			}
+		}
+		return msgs
+	}
+	waitReceived := func(n int) {
+		t.Helper()
+		for len(received()) < n {
+			if ctx.Err() != nil {
+				t.Fatalf("received %d of %d events: %q\nstderr: %s", len(received()), n, received(), stderr.String())
+			}
+			time.Sleep(10 * time.Millisecond) // poll interval, bounded by ctx
+		}
+	}
+
+	waitConnected(a)
+	publish(b, 0, 10) // published on B, delivered on A through the peer path
+	waitReceived(10)
+
+	// A dies; the Service sends the reconnect to B, which resumes from A's id.
+	setTarget(b)
+	_ = a.Kill()
+	_ = a.Wait(ctx)
+	publish(b, 10, 20)
+	waitConnected(b)
+
+	// A comes back (a new process: new origin, history copied from B), then
+	// B dies and the subscriber resumes on the new A.
+	a2 := start(ipA)
+	a2.WaitReady(t, 30*time.Second)
+	waitReceived(20)
+	setTarget(a2)
+	_ = b.Kill()
+	_ = b.Wait(ctx)
+	waitConnected(a2)
+	publish(a2, 20, total)
+
+	select {
+	case err := <-subDone:
+		if err != nil {
+			t.Fatalf("sub: %v\nstderr: %s", err, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("sub did not finish: got %q\nstderr: %s", received(), stderr.String())
+	}
+	got := received()
+	want := make([]string, total)
+	for i := range want {
+		want[i] = strconv.Itoa(i)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events = %q, want each of 0..%d once, in order\nstderr: %s", got, total-1, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "reconnected") {
+		t.Fatalf("stderr does not show the reconnections: %s", stderr.String())
 	}
 }
