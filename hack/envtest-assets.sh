@@ -43,11 +43,28 @@ if [[ -z ${etcd_bin} ]]; then
 fi
 ln -sfn "${etcd_bin}" "${dest}/etcd"
 
-if [[ -x ${dest}/kube-apiserver && -x ${dest}/kube-controller-manager ]]; then
+built() {
+  local bin
+  for bin in kube-apiserver kube-controller-manager; do
+    [[ -x ${dest}/${bin} ]] || return 1
+    [[ $("${dest}/${bin}" --version 2>/dev/null) == "Kubernetes ${KUBE_VERSION}" ]] || return 1
+  done
+}
+
+if built; then
   log "kube-apiserver and kube-controller-manager ${KUBE_VERSION} already built"
 else
   log "building kube-apiserver and kube-controller-manager ${KUBE_VERSION} (about 6-10 minutes on 2 cores the first time)"
   start=${SECONDS}
+  # What `--version` and the /version endpoint report; the Kubernetes build
+  # sets the same variables.
+  minor=${KUBE_VERSION#v1.}
+  minor=${minor%%.*}
+  version_ldflags=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    version_ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
+    version_ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+  done
   tmp=$(mktemp -d "${dest}/.build.XXXXXX")
   trap 'rm -rf "${tmp}"' EXIT
   # -mod=readonly: every module is verified against the committed go.sum; the
@@ -55,7 +72,7 @@ else
   (
     cd "${root}/hack/tools/kube"
     CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" GONOSUMDB=k8s.io \
-      go build -trimpath -ldflags='-s -w' -o "${tmp}/" \
+      go build -trimpath -ldflags="-s -w ${version_ldflags}" -o "${tmp}/" \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager
   ) >&2
