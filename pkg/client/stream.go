@@ -98,7 +98,10 @@ func (s *Stream) Err() error {
 
 // LastEventID is the id the Stream sends as Last-Event-ID when it
 // reconnects: the id of the last event delivered, or of a later id-only
-// frame. Save it to resume in another process with WithLastEventID.
+// frame. It moves just after an event is taken from Events (at once with a
+// handler), so to record a resume point next to your own processing, store
+// the Event.ID of the event you processed; after Close it is final. Pass it
+// to WithLastEventID to resume in another process.
 func (s *Stream) LastEventID() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

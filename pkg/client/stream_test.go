@@ -101,6 +101,7 @@ func TestStreamResumesAfterDrop(t *testing.T) {
 	if r1.body != "body" || r1.method != http.MethodPost {
 		t.Fatalf("reconnect sent %s %q, want the body again", r1.method, r1.body)
 	}
+	_ = s.Close() // LastEventID moves just after the channel hand-over
 	if id := s.LastEventID(); id != "p3" {
 		t.Fatalf("LastEventID = %q", id)
 	}
@@ -301,12 +302,12 @@ func TestStreamReadTimeoutExcludesHandlerTime(t *testing.T) {
 		<-r.Context().Done()
 	})
 	got := make(chan Event, 10)
-	s := newTestStream(t, fs.URL, fast(), WithReadTimeout(30*time.Millisecond),
+	s := newTestStream(t, fs.URL, fast(), WithReadTimeout(200*time.Millisecond),
 		WithHandler(func(ctx context.Context, ev Event) error {
 			if ev.Data == "1" {
 				// A slow handler: three read timeouts long.
 				select {
-				case <-time.After(90 * time.Millisecond):
+				case <-time.After(600 * time.Millisecond):
 				case <-ctx.Done():
 				}
 			}
