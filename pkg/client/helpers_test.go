@@ -143,4 +143,3 @@ func newTestStream(t *testing.T, url string, opts ...Option) *Stream {
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
-
