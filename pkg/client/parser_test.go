@@ -294,3 +294,20 @@ func TestDecodeUTF8(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkParser measures parsing sser-shaped frames (id, event, one data
+// line of 100 bytes) from memory.
+func BenchmarkParser(b *testing.B) {
+	frame := "id: k7f2q9xa:1042,m3p8z1qd:77\nevent: tick\ndata: " + strings.Repeat("x", 100) + "\n\n"
+	in := strings.Repeat(frame, 1000)
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		p := NewParser(strings.NewReader(in), ParserConfig{})
+		for {
+			if _, err := p.Next(); err != nil {
+				break
+			}
+		}
+	}
+}
