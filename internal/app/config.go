@@ -1,0 +1,123 @@
+package app
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sser-dev/sser/pkg/peerfinder"
+	"github.com/sser-dev/sser/pkg/sser"
+)
+
+const inClusterNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// ServerOptions turns the options into the library's, building the peer finder.
+func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
+	so := sser.Options{
+		InternalAddr:      o.InternalAddr,
+		PodIP:             o.PodIP,
+		Logger:            log,
+		Heartbeat:         o.Heartbeat,
+		Retry:             o.Retry,
+		MaxConnectionTime: o.MaxConnectionTime,
+		WriteTimeout:      o.WriteTimeout,
+		SubscriberQueue:   o.SubscriberQueue,
+		CORSOrigins:       o.CORSOrigins,
+		PeerQueue:         o.PeerQueue,
+		PeerBatch:         o.PeerBatch,
+		MaxBodyBytes:      o.MaxBodyBytes,
+		HistorySize:       o.HistorySize,
+		HistoryAge:        o.HistoryAge,
+	}
+	if o.HistorySize == 0 {
+		so.HistorySize = -1
+	}
+	kind := o.PeerFinder
+	if kind == FinderAuto {
+		kind = FinderLocal
+		if o.Kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+			kind = FinderKubernetes
+		}
+	}
+	switch kind {
+	case FinderLocal:
+		so.PeerFinder = peerfinder.NewPeerFinderLocalhost()
+		if so.PodIP == "" {
+			so.PodIP = "127.0.0.1"
+		}
+	case FinderStatic:
+		pf, err := peerfinder.NewPeerFinderStatic(o.Peers)
+		if err != nil {
+			return so, err
+		}
+		so.PeerFinder = pf
+	case FinderKubernetes:
+		cfg, ns, err := o.kubeConfig()
+		if err != nil {
+			return so, err
+		}
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return so, fmt.Errorf("kubernetes client: %w", err)
+		}
+		so.PeerFinder = peerfinder.NewPeerFinder(cs, ns, o.Selector)
+		if so.PodIP == "" {
+			log.Info("no --pod-ip (POD_IP): this replica will also POST to itself; duplicates are dropped, but set it from the downward API")
+		}
+		log.Info("watching peers", "namespace", ns, "selector", o.Selector)
+	}
+	return so, nil
+}
+
+// kubeConfig loads the client config: the kubeconfig when given, else the
+// in-cluster one. The namespace is --namespace, else the pod's own, else
+// the kubeconfig context's.
+func (o *Options) kubeConfig() (*rest.Config, string, error) {
+	ns := o.Namespace
+	var cfg *rest.Config
+	var err error
+	if o.Kubeconfig != "" {
+		loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.Kubeconfig}, &clientcmd.ConfigOverrides{})
+		cfg, err = loader.ClientConfig()
+		if err != nil {
+			return nil, "", fmt.Errorf("load kubeconfig %s: %w", o.Kubeconfig, err)
+		}
+		if ns == "" {
+			ns, _, _ = loader.Namespace()
+		}
+	} else {
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, "", fmt.Errorf("not in a cluster and no --kubeconfig: %w", err)
+		}
+		if ns == "" {
+			if b, err := os.ReadFile(inClusterNamespaceFile); err == nil {
+				ns = strings.TrimSpace(string(b))
+			}
+		}
+	}
+	if ns == "" {
+		ns = "default"
+	}
+	cfg.UserAgent = "sser"
+	return cfg, ns, nil
+}
+
+// hostOf is the host part of addr, or "" for a wildcard address.
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil || h == "" {
+		return ""
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+		return ""
+	}
+	return h
+}

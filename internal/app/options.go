@@ -1,0 +1,276 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sser-dev/sser/pkg/sser"
+)
+
+// Peer finder kinds.
+const (
+	FinderAuto       = "auto"
+	FinderKubernetes = "kubernetes"
+	FinderLocal      = "local"
+	FinderStatic     = "static"
+)
+
+// Options are the serve command's settings, from flags with environment
+// variables as their defaults.
+type Options struct {
+	FrontendAddr string
+	InternalAddr string
+
+	PeerFinder string
+	Peers      []string
+	PodIP      string
+	PodName    string
+	Namespace  string
+	Selector   string
+	Kubeconfig string
+
+	Heartbeat         time.Duration
+	Retry             time.Duration
+	MaxConnectionTime time.Duration
+	WriteTimeout      time.Duration
+	SubscriberQueue   int
+	PeerQueue         int
+	PeerBatch         int
+	MaxBodyBytes      int64
+	CORSOrigins       []string
+	HistorySize       int
+	HistoryAge        time.Duration
+
+	DrainWindow     time.Duration
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+	DemoPage        bool
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		FrontendAddr:    ":8000",
+		InternalAddr:    ":7000",
+		PeerFinder:      FinderAuto,
+		Selector:        "app.kubernetes.io/name=sser",
+		Heartbeat:       sser.DefaultHeartbeat,
+		Retry:           sser.DefaultRetry,
+		WriteTimeout:    sser.DefaultWriteTimeout,
+		SubscriberQueue: sser.DefaultSubscriberQueue,
+		PeerQueue:       sser.DefaultPeerQueue,
+		PeerBatch:       sser.DefaultPeerBatch,
+		MaxBodyBytes:    sser.DefaultMaxBodyBytes,
+		HistorySize:     sser.DefaultHistorySize,
+		HistoryAge:      sser.DefaultHistoryAge,
+		DrainWindow:     10 * time.Second,
+		ShutdownTimeout: 5 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "json",
+		DemoPage:        true,
+	}
+}
+
+// envFlags remembers, per flag, the environment variable that sets its default.
+type envFlags struct {
+	fs   *flag.FlagSet
+	errs []error
+}
+
+func (e *envFlags) lookup(name, env string) (string, bool) {
+	if env == "" {
+		return "", false
+	}
+	v, ok := os.LookupEnv(env)
+	return v, ok && v != ""
+}
+
+func (e *envFlags) usage(u, env string) string {
+	if env == "" {
+		return u
+	}
+	return u + " (env " + env + ")"
+}
+
+func (e *envFlags) str(p *string, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		*p = v
+	}
+	e.fs.StringVar(p, name, *p, e.usage(u, env))
+}
+
+func (e *envFlags) list(p *[]string, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		*p = splitList(v)
+	}
+	e.fs.Func(name, e.usage(u+" (comma-separated)", env)+" (default "+strconv.Quote(strings.Join(*p, ","))+")", func(s string) error {
+		*p = splitList(s)
+		return nil
+	})
+}
+
+func (e *envFlags) dur(p *time.Duration, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: %w", env, v, err))
+		} else {
+			*p = d
+		}
+	}
+	e.fs.DurationVar(p, name, *p, e.usage(u, env))
+}
+
+func (e *envFlags) integer(p *int, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not an integer", env, v))
+		} else {
+			*p = n
+		}
+	}
+	e.fs.IntVar(p, name, *p, e.usage(u, env))
+}
+
+func (e *envFlags) int64(p *int64, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not an integer", env, v))
+		} else {
+			*p = n
+		}
+	}
+	e.fs.Int64Var(p, name, *p, e.usage(u, env))
+}
+
+func (e *envFlags) boolean(p *bool, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not a boolean", env, v))
+		} else {
+			*p = b
+		}
+	}
+	e.fs.BoolVar(p, name, *p, e.usage(u, env))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Flags registers the options on fs, taking defaults from the environment.
+// It returns the errors found in environment values.
+func (o *Options) Flags(fs *flag.FlagSet) []error {
+	e := &envFlags{fs: fs}
+	// Listeners.
+	e.str(&o.FrontendAddr, "frontend-addr", "SSER_FRONTEND_ADDR", "address of the SSE listener (subscribers, demo page)")
+	e.str(&o.InternalAddr, "internal-addr", "SSER_INTERNAL_ADDR", "address of the internal listener (peers, publish, probes, metrics); peers are reached at <peer IP>:<this port>")
+	// Peers.
+	e.str(&o.PeerFinder, "peer-finder", "SSER_PEER_FINDER", "how peers are found: auto (kubernetes in a cluster or with a kubeconfig, else local), kubernetes, local or static")
+	e.list(&o.Peers, "peers", "SSER_PEERS", "peer IPs for --peer-finder=static, this replica's included")
+	e.str(&o.PodIP, "pod-ip", "POD_IP", "this replica's own IP in the peer set (delivered to in process); default the host of --internal-addr, or 127.0.0.1 with the local finder")
+	e.str(&o.PodName, "pod-name", "POD_NAME", "this replica's pod name, for logs")
+	e.str(&o.Namespace, "namespace", "POD_NAMESPACE", "namespace whose pods are peers; default the in-cluster namespace or the kubeconfig's")
+	e.str(&o.Selector, "selector", "SSER_SELECTOR", "label selector of the peer pods")
+	e.str(&o.Kubeconfig, "kubeconfig", "KUBECONFIG", "kubeconfig file, for running outside a cluster")
+	// Subscribers.
+	e.dur(&o.Heartbeat, "heartbeat", "SSER_HEARTBEAT", "interval of heartbeat comments on idle SSE connections")
+	e.dur(&o.Retry, "retry", "SSER_RETRY", "reconnection delay sent to SSE clients")
+	e.dur(&o.MaxConnectionTime, "max-connection-time", "SSER_MAX_CONNECTION_TIME", "end SSE connections after about this long (jittered), 0 = never")
+	e.dur(&o.WriteTimeout, "write-timeout", "SSER_WRITE_TIMEOUT", "limit on one write to a subscriber")
+	e.integer(&o.SubscriberQueue, "subscriber-queue", "SSER_SUBSCRIBER_QUEUE", "events queued for one subscriber before it is disconnected")
+	e.list(&o.CORSOrigins, "cors-origins", "SSER_CORS_ORIGINS", "browser origins allowed to subscribe cross-origin; * for any")
+	e.integer(&o.HistorySize, "history-size", "SSER_HISTORY_SIZE", "events kept per stream for resuming clients (0 disables)")
+	e.dur(&o.HistoryAge, "history-age", "SSER_HISTORY_AGE", "how long events are kept for resuming clients")
+	// Peers' queues and bodies.
+	e.integer(&o.PeerQueue, "peer-queue", "SSER_PEER_QUEUE", "events queued for one peer before the oldest are dropped")
+	e.integer(&o.PeerBatch, "peer-batch", "SSER_PEER_BATCH", "most events in one POST to a peer")
+	e.int64(&o.MaxBodyBytes, "max-body-bytes", "SSER_MAX_BODY_BYTES", "largest request body accepted on the internal endpoints")
+	// Lifecycle and logs.
+	e.dur(&o.DrainWindow, "drain-window", "SSER_DRAIN_WINDOW", "on SIGTERM, close subscribers at random moments over this window before exiting")
+	e.dur(&o.ShutdownTimeout, "shutdown-timeout", "SSER_SHUTDOWN_TIMEOUT", "after the drain, how long the listeners get to close")
+	e.str(&o.LogLevel, "log-level", "SSER_LOG_LEVEL", "info or debug")
+	e.str(&o.LogFormat, "log-format", "SSER_LOG_FORMAT", "json or text")
+	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo page at / on the frontend")
+	return e.errs
+}
+
+// Validate returns every problem with the options.
+func (o *Options) Validate() []error {
+	var errs []error
+	for name, addr := range map[string]string{"--frontend-addr": o.FrontendAddr, "--internal-addr": o.InternalAddr} {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port or :port", name, addr))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			errs = append(errs, fmt.Errorf("%s %q: bad port", name, addr))
+		}
+	}
+	switch o.PeerFinder {
+	case FinderAuto, FinderKubernetes, FinderLocal:
+	case FinderStatic:
+		if len(o.Peers) == 0 {
+			errs = append(errs, errors.New("--peer-finder=static needs --peers"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--peer-finder %q: want auto, kubernetes, local or static", o.PeerFinder))
+	}
+	for _, p := range o.Peers {
+		if net.ParseIP(p) == nil {
+			errs = append(errs, fmt.Errorf("--peers: %q is not an IP address", p))
+		}
+	}
+	if o.PodIP != "" && net.ParseIP(o.PodIP) == nil {
+		errs = append(errs, fmt.Errorf("--pod-ip %q is not an IP address", o.PodIP))
+	}
+	pos := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
+		}
+	}
+	nonNeg := func(name string, d time.Duration) {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", name, d))
+		}
+	}
+	pos("--heartbeat", o.Heartbeat)
+	pos("--retry", o.Retry)
+	pos("--write-timeout", o.WriteTimeout)
+	pos("--shutdown-timeout", o.ShutdownTimeout)
+	nonNeg("--max-connection-time", o.MaxConnectionTime)
+	nonNeg("--drain-window", o.DrainWindow)
+	nonNeg("--history-age", o.HistoryAge)
+	for name, n := range map[string]int{"--subscriber-queue": o.SubscriberQueue, "--peer-queue": o.PeerQueue, "--peer-batch": o.PeerBatch} {
+		if n <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
+		}
+	}
+	if o.HistorySize < 0 {
+		errs = append(errs, fmt.Errorf("--history-size must not be negative, got %d", o.HistorySize))
+	}
+	if o.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-body-bytes must be positive, got %d", o.MaxBodyBytes))
+	}
+	if o.LogLevel != "info" && o.LogLevel != "debug" {
+		errs = append(errs, fmt.Errorf("--log-level %q: want info or debug", o.LogLevel))
+	}
+	if o.LogFormat != "json" && o.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", o.LogFormat))
+	}
+	return errs
+}

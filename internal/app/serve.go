@@ -1,0 +1,131 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/sser-dev/sser/pkg/sser"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := NewOptions()
+	fs := flag.NewFlagSet("sser serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	errs := o.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	errs = append(errs, o.Validate()...)
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration:\n  %w", errors.Join(errs...))
+	}
+	if o.PodIP == "" {
+		o.PodIP = hostOf(o.InternalAddr)
+	}
+	log := newLogger(stderr, o.LogLevel, o.LogFormat)
+	if o.PodName != "" {
+		log = log.WithValues("pod", o.PodName)
+	}
+	so, err := o.ServerOptions(log.WithName("sser"))
+	if err != nil {
+		return err
+	}
+	srv, err := sser.NewWithOptions(so)
+	if err != nil {
+		return err
+	}
+
+	// The server outlives the signal: on SIGTERM it drains first, still
+	// serving and exchanging events, and only then stops.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	if err := srv.Start(runCtx); err != nil {
+		return err
+	}
+	ln, err := (&net.ListenConfig{}).Listen(runCtx, "tcp", o.FrontendAddr)
+	if err != nil {
+		stop()
+		<-srv.Done()
+		return fmt.Errorf("listen on frontend address: %w", err)
+	}
+	r := mux.NewRouter()
+	r.Handle("/events", srv.ClientConnectionHandler(runCtx))
+	if o.DemoPage {
+		r.Handle("/", demoPage(srv))
+	}
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprintf(w, "{\"error\":%q}\n", "no such endpoint: "+req.URL.Path+"; subscribe at /events?stream=NAME")
+	})
+	front := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- front.Serve(ln) }()
+	log.Info("sser serving", "frontend", ln.Addr().String(), "internal", srv.InternalAddr(), "podIP", so.PodIP, "origin", srv.Origin())
+	fmt.Fprintf(stdout, "sser: subscribe at http://%s/events?stream=demo, publish at http://%s%s\n",
+		displayAddr(ln.Addr()), displayAddr(mustAddr(srv.InternalAddr())), sser.PublishURLPath)
+
+	select {
+	case err := <-serveErr:
+		stop()
+		<-srv.Done()
+		return fmt.Errorf("frontend server: %w", err)
+	case <-ctx.Done():
+	}
+
+	// A second signal cuts the drain short.
+	hard, hardStop := signal.NotifyContext(context.WithoutCancel(ctx), os.Interrupt, syscall.SIGTERM)
+	defer hardStop()
+	log.Info("shutting down: draining subscribers", "window", o.DrainWindow)
+	srv.Drain(hard, o.DrainWindow)
+	stop()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
+	defer cancel()
+	if err := front.Shutdown(sctx); err != nil {
+		log.Error(err, "frontend did not close in time")
+	}
+	select {
+	case <-srv.Done():
+	case <-sctx.Done():
+		log.Info("server did not stop within the shutdown timeout")
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func mustAddr(s string) net.Addr {
+	a, err := net.ResolveTCPAddr("tcp", s)
+	if err != nil {
+		return &net.TCPAddr{}
+	}
+	return a
+}
+
+// displayAddr is addr as a person would type it: localhost for a wildcard.
+func displayAddr(a net.Addr) string {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if t.IP == nil || t.IP.IsUnspecified() {
+		return fmt.Sprintf("localhost:%d", t.Port)
+	}
+	return t.String()
+}

@@ -1,0 +1,192 @@
+package sser
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+const (
+	// PeerEndpointURLPath is where a replica accepts events from its peers.
+	// They are delivered to this replica's subscribers only.
+	PeerEndpointURLPath = "/api/json/v1/send"
+	// PublishURLPath is where applications publish: the events are delivered
+	// here and broadcast to every peer, exactly like Send.
+	PublishURLPath = "/api/json/v1/publish"
+	// HistoryURLPath serves this replica's history to peers (warm-up and gap repair).
+	HistoryURLPath = "/api/json/v1/history"
+	// QueryParameterName is the query parameter naming the streams to subscribe to.
+	QueryParameterName = "stream"
+	// LastEventIDQueryParameterName resumes a subscription for clients that
+	// cannot set the Last-Event-ID header.
+	LastEventIDQueryParameterName = "lastEventID"
+
+	// MaxStreamNameLength is the longest stream name accepted.
+	MaxStreamNameLength = 128
+	maxOriginLength     = 32
+	maxEventTypeLength  = 128
+)
+
+var (
+	// ErrStreamNameRequired is returned when an event or subscription names no stream.
+	ErrStreamNameRequired = errors.New("sser: stream name is required")
+	// ErrOnlySendNoneEmptyMessages is returned for an event with an empty message.
+	ErrOnlySendNoneEmptyMessages = errors.New("sser: only non-empty messages can be sent")
+	// ErrInvalidStreamName is returned for a stream name with characters
+	// outside [A-Za-z0-9._~:@/-] or longer than MaxStreamNameLength.
+	ErrInvalidStreamName = errors.New("sser: invalid stream name")
+	// ErrInvalidEventType is returned for an event type with CR, LF or NUL, or too long.
+	ErrInvalidEventType = errors.New("sser: invalid event type")
+	// ErrInvalidOrigin is returned for a malformed origin or a seq without an origin.
+	ErrInvalidOrigin = errors.New("sser: invalid origin")
+	// ErrInvalidBody is returned for a request body that is not one Event or an array of them.
+	ErrInvalidBody = errors.New("sser: invalid body")
+	// ErrTooManyEvents is returned for a batch larger than the configured limit.
+	ErrTooManyEvents = errors.New("sser: too many events in one request")
+	// ErrClosed is returned by Send after the server has stopped.
+	ErrClosed = errors.New("sser: server is closed")
+	// ErrNotStarted is returned by Send before Start.
+	ErrNotStarted = errors.New("sser: server is not started")
+)
+
+// Event is one message on one stream. Stream and Msg are the seed format and
+// the only required fields; the others are set by the publishing replica.
+type Event struct {
+	// Stream names the stream the event belongs to.
+	Stream string `json:"stream"`
+	// Msg is the event's data. A multi-line message becomes several SSE data lines.
+	Msg string `json:"msg"`
+	// Event is the SSE event type; empty means the default, "message".
+	Event string `json:"event,omitempty"`
+	// Origin identifies the publishing process incarnation.
+	Origin string `json:"origin,omitempty"`
+	// Seq is the origin's counter, one sequence across all streams.
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// ValidateStreamName reports whether name can be used as a stream name.
+func ValidateStreamName(name string) error {
+	if name == "" {
+		return ErrStreamNameRequired
+	}
+	if len(name) > MaxStreamNameLength {
+		return fmt.Errorf("%w: longer than %d bytes", ErrInvalidStreamName, MaxStreamNameLength)
+	}
+	for i := 0; i < len(name); i++ {
+		if !streamNameByte(name[i]) {
+			return fmt.Errorf("%w: %q has a character outside [A-Za-z0-9._~:@/-] at byte %d", ErrInvalidStreamName, name, i)
+		}
+	}
+	return nil
+}
+
+func streamNameByte(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	case c == '.', c == '_', c == '~', c == ':', c == '@', c == '/', c == '-':
+		return true
+	}
+	return false
+}
+
+func validOrigin(o string) bool {
+	if o == "" || len(o) > maxOriginLength {
+		return false
+	}
+	for i := 0; i < len(o); i++ {
+		c := o[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks an event for delivery. Origin and Seq are checked only when
+// present: the seed format has neither.
+func (e *Event) Validate() error {
+	if err := ValidateStreamName(e.Stream); err != nil {
+		return err
+	}
+	if e.Msg == "" {
+		return ErrOnlySendNoneEmptyMessages
+	}
+	if len(e.Event) > maxEventTypeLength || strings.ContainsAny(e.Event, "\r\n\x00") {
+		return fmt.Errorf("%w: must be at most %d bytes with no CR, LF or NUL", ErrInvalidEventType, maxEventTypeLength)
+	}
+	if e.Origin != "" || e.Seq != 0 {
+		if !validOrigin(e.Origin) || e.Seq == 0 {
+			return fmt.Errorf("%w: origin must be 1-%d characters of [A-Za-z0-9_] with a seq > 0", ErrInvalidOrigin, maxOriginLength)
+		}
+	}
+	return nil
+}
+
+// DecodeEvents parses a request body: one Event object or a JSON array of
+// them, with nothing after it. It validates every event and returns either
+// all of them or an error, never part of a batch. maxEvents <= 0 means no limit.
+func DecodeEvents(r io.Reader, maxEvents int) ([]Event, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	return decodeEvents(data, maxEvents)
+}
+
+func decodeEvents(data []byte, maxEvents int) ([]Event, error) {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 {
+		return nil, fmt.Errorf("%w: empty body; want an Event object or an array of them", ErrInvalidBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	var events []Event
+	if trimmed[0] == '[' {
+		if err := dec.Decode(&events); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
+		}
+		if len(events) == 0 {
+			return nil, fmt.Errorf("%w: empty array", ErrInvalidBody)
+		}
+	} else if trimmed[0] == '{' {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
+		}
+		events = []Event{ev}
+	} else {
+		return nil, fmt.Errorf("%w: want an Event object or an array of them", ErrInvalidBody)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: unexpected data after the JSON value", ErrInvalidBody)
+	}
+	if maxEvents > 0 && len(events) > maxEvents {
+		return nil, fmt.Errorf("%w: %d events, at most %d", ErrTooManyEvents, len(events), maxEvents)
+	}
+	for i := range events {
+		if err := events[i].Validate(); err != nil {
+			if len(events) == 1 {
+				return nil, err
+			}
+			return nil, fmt.Errorf("event %d: %w", i, err)
+		}
+	}
+	return events, nil
+}
+
+func jsonErrorText(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("malformed JSON at byte %d: %s", syn.Offset, syn.Error())
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "truncated JSON"
+	}
+	return err.Error()
+}

@@ -1,0 +1,82 @@
+package sser
+
+import (
+	"encoding/json"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are one Server's Prometheus metrics, on a registry of its own so
+// several servers can live in one process (tests, embedding).
+type metrics struct {
+	registry *prometheus.Registry
+
+	connections      prometheus.Gauge
+	connectionsTotal prometheus.Counter
+	subscriberClosed *prometheus.CounterVec
+	eventsPublished  prometheus.Counter
+	eventsIn         *prometheus.CounterVec
+	eventsDuplicate  prometheus.Counter
+	eventsLost       prometheus.Counter
+	framesQueued     prometheus.Counter
+	bytesWritten     prometheus.Counter
+	replayed         prometheus.Counter
+	resumes          *prometheus.CounterVec
+	historyEvicted   prometheus.Counter
+	repairs          *prometheus.CounterVec
+	badRequests      *prometheus.CounterVec
+
+	peers            prometheus.Gauge
+	peerQueueDropped *prometheus.CounterVec
+	peerEventsSent   *prometheus.CounterVec
+	peerPostDuration *prometheus.HistogramVec
+	peerPostErrors   *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{registry: reg}
+	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_connections", Help: "SSE subscribers connected now."})
+	m.connectionsTotal = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_connections_total", Help: "SSE subscriptions accepted."})
+	m.subscriberClosed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_subscribers_closed_total", Help: "Subscribers disconnected by the server, by reason (overflow: fell behind its queue; drain; max_age; shutdown)."}, []string{"reason"})
+	m.eventsPublished = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_published_total", Help: "Events published through this replica (Send and the publish endpoint)."})
+	m.eventsIn = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_events_applied_total", Help: "Events applied to this replica's subscribers and history, by source."}, []string{"source"})
+	m.eventsDuplicate = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_duplicate_total", Help: "Events received again (a retried batch) and dropped."})
+	m.eventsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_lost_total", Help: "Events of a seq gap that could not be repaired."})
+	m.framesQueued = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_frames_queued_total", Help: "Event frames queued to subscribers (one per event per subscriber)."})
+	m.bytesWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_bytes_written_total", Help: "Bytes written to SSE subscribers."})
+	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
+	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_resumes_total", Help: "Subscriptions that gave a Last-Event-ID, by result (exact, lost)."}, []string{"result"})
+	m.historyEvicted = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_history_evicted_total", Help: "Events evicted from history by its size or age limit."})
+	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_gap_repairs_total", Help: "Seq gap repairs, by result."}, []string{"result"})
+	m.badRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_bad_requests_total", Help: "Requests answered with a 4xx, by endpoint and status."}, []string{"endpoint", "code"})
+	m.peers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_peers", Help: "Replicas in the current peer set, this one included."})
+	m.peerQueueDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_queue_dropped_total", Help: "Events dropped from a peer's queue (oldest first) because it was full, or rejected by the peer."}, []string{"peer"})
+	m.peerEventsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_events_sent_total", Help: "Events delivered to a peer."}, []string{"peer"})
+	m.peerPostDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sser_peer_post_duration_seconds", Help: "Latency of batch POSTs to a peer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"peer"})
+	m.peerPostErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_post_errors_total", Help: "Failed batch POSTs to a peer (each is retried while the peer is in the set)."}, []string{"peer"})
+	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
+		m.eventsDuplicate, m.eventsLost, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs,
+		m.badRequests, m.peers, m.peerQueueDropped, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors} {
+		f(c)
+	}
+	return m
+}
+
+// forgetPeer removes a departed peer's series, so /metrics shows it gone.
+func (m *metrics) forgetPeer(peer string) {
+	m.peerQueueDropped.DeleteLabelValues(peer)
+	m.peerEventsSent.DeleteLabelValues(peer)
+	m.peerPostDuration.DeleteLabelValues(peer)
+	m.peerPostErrors.DeleteLabelValues(peer)
+}
+
+func jsonStrings(s []string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

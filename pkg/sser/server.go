@@ -1,0 +1,293 @@
+package sser
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// Server is the seed API: start it, mount its SSE handler, send events.
+type Server interface {
+	// Start discovers peers and starts serving the internal endpoints. It
+	// returns once the server is running; everything stops when ctx ends.
+	Start(ctx context.Context) error
+	// ClientConnectionHandler serves SSE subscriptions until ctx ends.
+	ClientConnectionHandler(ctx context.Context) http.HandlerFunc
+	// Send publishes msg on stream to every subscriber on every replica.
+	Send(ctx context.Context, stream, msg string) error
+}
+
+// ServerImpl is the Server. Build it with New or NewWithOptions.
+type ServerImpl struct {
+	opts   Options
+	log    logr.Logger
+	m      *metrics
+	hub    *hub
+	origin string
+
+	pubMu sync.Mutex // stamps seq and enqueues to peers as one step, so peers get each origin in order
+	seq   uint64
+
+	started  atomic.Bool
+	stopped  atomic.Bool
+	ready    atomic.Bool
+	draining atomic.Bool
+	bc       *broadcaster
+	listener net.Listener
+	done     chan struct{}
+	handler  http.Handler
+}
+
+var _ Server = (*ServerImpl)(nil)
+
+// New is the seed constructor: a server whose internal endpoints listen on
+// internalPort (also the port of every peer) and whose peers come from peerFinder.
+func New(internalPort int, peerFinder PeerFinder) (*ServerImpl, error) {
+	return NewWithOptions(Options{InternalAddr: ":" + strconv.Itoa(internalPort), PeerFinder: peerFinder})
+}
+
+// NewWithOptions builds a server from opts; see Options for the defaults.
+func NewWithOptions(opts Options) (*ServerImpl, error) {
+	opts.setDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("sser: invalid options: %w", err)
+	}
+	if opts.PeerPort == 0 && opts.InternalAddr != "" {
+		_, p, err := net.SplitHostPort(opts.InternalAddr)
+		if err != nil {
+			return nil, fmt.Errorf("sser: invalid InternalAddr %q: %w", opts.InternalAddr, err)
+		}
+		opts.PeerPort, err = strconv.Atoi(p)
+		if err != nil {
+			return nil, fmt.Errorf("sser: invalid port in InternalAddr %q: %w", opts.InternalAddr, err)
+		}
+	}
+	if opts.PodIP == "" && opts.InternalAddr != "" {
+		// Bound to one address: that address is this replica in the peer set.
+		if h, _, err := net.SplitHostPort(opts.InternalAddr); err == nil {
+			if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+				opts.PodIP = ip.String()
+			}
+		}
+	}
+	s := &ServerImpl{
+		opts:   opts,
+		log:    opts.Logger,
+		m:      newMetrics(opts.Registry),
+		origin: newOrigin(),
+		done:   make(chan struct{}),
+	}
+	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
+	s.bc = newBroadcaster(s.log.WithName("peers"), s.m, &s.opts, opts.PodIP, opts.PeerPort)
+	s.handler = s.internalRouter()
+	return s, nil
+}
+
+// newOrigin returns a random id for this process incarnation: 12 base-36
+// characters (62 bits), so a restarted container never reuses one.
+func newOrigin() string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:])
+}
+
+// Origin is this process incarnation's origin id.
+func (s *ServerImpl) Origin() string { return s.origin }
+
+// Start discovers the peers, starts the senders and, when InternalAddr is
+// set, listens on it. It returns once serving; the server stops when ctx
+// ends, and Done is closed when it has.
+func (s *ServerImpl) Start(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("sser: Start called twice")
+	}
+	if s.opts.InternalAddr != "" {
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.InternalAddr)
+		if err != nil {
+			return fmt.Errorf("sser: listen on internal address: %w", err)
+		}
+		s.listener = ln
+	}
+	pfCtx, pfCancel := context.WithCancel(ctx)
+	peers, updates, err := s.opts.PeerFinder.Start(pfCtx)
+	if err != nil {
+		pfCancel()
+		if s.listener != nil {
+			_ = s.listener.Close()
+		}
+		return fmt.Errorf("sser: start peer finder: %w", err)
+	}
+	s.bc.setPeers(ctx, peers)
+	s.log.Info("peer set known", "peers", peers, "self", s.opts.PodIP, "origin", s.origin)
+	s.ready.Store(true)
+
+	var wg sync.WaitGroup
+	var srv *http.Server
+	if s.listener != nil {
+		srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			BaseContext: func(net.Listener) context.Context { return ctx }}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error(err, "internal server stopped")
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ips, ok := <-updates:
+				if !ok {
+					return
+				}
+				s.log.V(1).Info("peer set changed", "peers", ips)
+				s.bc.setPeers(ctx, ips)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		every := min(max(s.opts.HistoryAge/10, time.Second), 30*time.Second)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.hub.sweep()
+			}
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		s.stopped.Store(true)
+		s.ready.Store(false)
+		if srv != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = srv.Shutdown(sctx)
+			cancel()
+		}
+		pfCancel()
+		s.bc.stop()
+		s.hub.shutdown()
+		wg.Wait()
+		close(s.done)
+	}()
+	return nil
+}
+
+// Run starts the server and blocks until ctx ends and it has stopped.
+func (s *ServerImpl) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-s.done
+	return nil
+}
+
+// Done is closed once the server has stopped after its context ended.
+func (s *ServerImpl) Done() <-chan struct{} { return s.done }
+
+// InternalAddr is the address the internal listener is bound to, or "".
+func (s *ServerImpl) InternalAddr() string {
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+// Ready reports whether the replica should receive traffic: the peer set is
+// known and it is not draining.
+func (s *ServerImpl) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+
+// Peers is the current peer set, this replica included.
+func (s *ServerImpl) Peers() []string { return s.bc.currentPeers() }
+
+// Send publishes msg on stream to every subscriber of every replica. It
+// never waits for a peer: each has its own queue.
+func (s *ServerImpl) Send(ctx context.Context, stream, msg string) error {
+	return s.Publish(ctx, Event{Stream: stream, Msg: msg})
+}
+
+// Publish is Send with every field of Event (the event type, say). Origin
+// and Seq are assigned here. All events are checked before any is sent.
+func (s *ServerImpl) Publish(ctx context.Context, events ...Event) error {
+	for i := range events {
+		events[i].Origin, events[i].Seq = "", 0
+		if err := events[i].Validate(); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.stopped.Load() {
+		return ErrClosed
+	}
+	if !s.started.Load() {
+		return ErrNotStarted
+	}
+	s.pubMu.Lock()
+	for i := range events {
+		s.seq++
+		events[i].Origin, events[i].Seq = s.origin, s.seq
+	}
+	s.hub.apply(events, "local")
+	for i := range events {
+		s.bc.enqueue(events[i])
+	}
+	s.pubMu.Unlock()
+	s.m.eventsPublished.Add(float64(len(events)))
+	return nil
+}
+
+// Deliver hands events to this replica's subscribers only, as the peer
+// endpoint does.
+func (s *ServerImpl) Deliver(events ...Event) error {
+	for i := range events {
+		if err := events[i].Validate(); err != nil {
+			return err
+		}
+	}
+	s.hub.apply(events, "peer")
+	return nil
+}
+
+// Drain prepares the replica to stop: readiness fails at once, and the
+// subscribers are closed at random moments spread over window (also any
+// that connect meanwhile), so they reconnect elsewhere without a herd. It
+// returns when window has passed or ctx ends;
+// the server keeps receiving and sending events throughout.
+func (s *ServerImpl) Drain(ctx context.Context, window time.Duration) {
+	s.draining.Store(true)
+	s.log.Info("draining", "window", window, "subscribers", s.hub.subscriberCount())
+	s.hub.drain(window)
+	t := time.NewTimer(window)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	s.log.Info("drain window over", "subscribers", s.hub.subscriberCount())
+}

@@ -1,0 +1,173 @@
+package sser
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ClientConnectionHandler serves SSE subscriptions: GET with one or more
+// stream query parameters. A Last-Event-ID header (or the lastEventID query
+// parameter) resumes: the client gets exactly the events it missed that are
+// still in history, then live ones. Connections end when ctx ends.
+func (s *ServerImpl) ClientConnectionHandler(ctx context.Context) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.serveSSE(ctx, w, r)
+	}
+}
+
+func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	if s.corsHeaders(w, r) && r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if r.Method != http.MethodGet {
+		s.writeError(w, r, "events", http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; subscribe with GET", "GET, OPTIONS")
+		return
+	}
+	q := r.URL.Query()
+	streams := q[QueryParameterName]
+	if len(streams) == 0 {
+		s.writeError(w, r, "events", http.StatusBadRequest, ErrStreamNameRequired.Error()+": add ?stream=NAME (repeat it for several streams)", "")
+		return
+	}
+	slices.Sort(streams)
+	streams = slices.Compact(streams)
+	for _, name := range streams {
+		if err := ValidateStreamName(name); err != nil {
+			s.writeError(w, r, "events", http.StatusBadRequest, err.Error(), "")
+			return
+		}
+	}
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = q.Get(LastEventIDQueryParameterName)
+	}
+	from, err := parsePosition(strings.TrimSpace(lastID))
+	if err != nil {
+		s.writeError(w, r, "events", http.StatusBadRequest, "invalid Last-Event-ID (not an id this service wrote): "+err.Error(), "")
+		return
+	}
+	if _, ok := w.(http.Flusher); !ok {
+		s.writeError(w, r, "events", http.StatusInternalServerError, "streaming is not supported by this connection", "")
+		return
+	}
+
+	sub := newSubscriber(streams, s.opts.SubscriberQueue)
+	res, ok := s.hub.subscribe(sub, from, lastID != "", s.opts.Retry.Milliseconds())
+	if !ok {
+		s.writeError(w, r, "events", http.StatusServiceUnavailable, "server is shutting down", "")
+		return
+	}
+	defer s.hub.unsubscribe(sub)
+	s.m.connectionsTotal.Inc()
+	if res.resumed {
+		result := "exact"
+		if res.lost {
+			result = "lost"
+		}
+		s.m.resumes.WithLabelValues(result).Inc()
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	if res.resumed {
+		if res.lost {
+			h.Set("X-Sser-Resume", "lost")
+		} else {
+			h.Set("X-Sser-Resume", "exact")
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	s.writeLoop(ctx, w, r, sub)
+}
+
+// writeLoop is the subscriber's one writer: it writes everything queued and
+// flushes once, sends heartbeats while idle, and returns when the client
+// goes, the subscriber is closed, or ctx ends.
+func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *subscriber) {
+	rc := http.NewResponseController(w)
+	heartbeat := time.NewTicker(s.opts.Heartbeat)
+	defer heartbeat.Stop()
+	var maxAge <-chan time.Time
+	if d := s.opts.MaxConnectionTime; d > 0 {
+		t := time.NewTimer(d - rand.N(d/5+1))
+		defer t.Stop()
+		maxAge = t.C
+	}
+	write := func(frames [][]byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		n := 0
+		for _, f := range frames {
+			if _, err := w.Write(f); err != nil {
+				return false
+			}
+			n += len(f)
+		}
+		if err := rc.Flush(); err != nil {
+			return false
+		}
+		s.m.bytesWritten.Add(float64(n))
+		return true
+	}
+	for {
+		select {
+		case <-sub.wake:
+			q := sub.take()
+			ok := write(q)
+			sub.recycle(q)
+			if !ok {
+				return
+			}
+			heartbeat.Reset(s.opts.Heartbeat)
+		case <-heartbeat.C:
+			if !write([][]byte{heartbeatFrame}) {
+				return
+			}
+		case <-sub.done:
+			if sub.closeReason() == reasonDrain {
+				// Let the client have what was queued before it goes.
+				q := sub.take()
+				write(q)
+			}
+			return
+		case <-maxAge:
+			s.hub.closeSubscriber(sub, reasonMaxAge)
+			write(sub.take())
+			return
+		case <-r.Context().Done():
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// corsHeaders sets the CORS answer for an allowed Origin; true when set.
+func (s *ServerImpl) corsHeaders(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(s.opts.CORSOrigins) == 0 {
+		return false
+	}
+	allowed := slices.Contains(s.opts.CORSOrigins, "*") || slices.Contains(s.opts.CORSOrigins, origin)
+	if !allowed {
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Allow-Credentials", "true")
+	if r.Method == http.MethodOptions {
+		h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Last-Event-ID, Cache-Control, Accept")
+		h.Set("Access-Control-Max-Age", "600")
+	}
+	return true
+}
+
