@@ -81,5 +81,5 @@ else
 fi
 
 "${dest}/kube-apiserver" --version >&2
-"${dest}/etcd" --version 2>&1 | head -n1 >&2
+"${dest}/etcd" --version 2>&1 | sed -n 1p >&2
 echo "${dest}"
