@@ -31,6 +31,8 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		CORSOrigins:       o.CORSOrigins,
 		PeerQueue:         o.PeerQueue,
 		PeerBatch:         o.PeerBatch,
+		PeerTimeout:       o.PeerTimeout,
+		PeerBackoffMax:    o.PeerBackoffMax,
 		MaxBodyBytes:      o.MaxBodyBytes,
 		HistorySize:       o.HistorySize,
 		HistoryAge:        o.HistoryAge,

@@ -42,6 +42,8 @@ type Options struct {
 	SubscriberQueue   int
 	PeerQueue         int
 	PeerBatch         int
+	PeerTimeout       time.Duration
+	PeerBackoffMax    time.Duration
 	MaxBodyBytes      int64
 	CORSOrigins       []string
 	HistorySize       int
@@ -67,6 +69,8 @@ func NewOptions() *Options {
 		SubscriberQueue: sser.DefaultSubscriberQueue,
 		PeerQueue:       sser.DefaultPeerQueue,
 		PeerBatch:       sser.DefaultPeerBatch,
+		PeerTimeout:     sser.DefaultPeerTimeout,
+		PeerBackoffMax:  5 * time.Second,
 		MaxBodyBytes:    sser.DefaultMaxBodyBytes,
 		HistorySize:     sser.DefaultHistorySize,
 		HistoryAge:      sser.DefaultHistoryAge,
@@ -201,6 +205,8 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	// Peers' queues and bodies.
 	e.integer(&o.PeerQueue, "peer-queue", "SSER_PEER_QUEUE", "events queued for one peer before the oldest are dropped")
 	e.integer(&o.PeerBatch, "peer-batch", "SSER_PEER_BATCH", "most events in one POST to a peer")
+	e.dur(&o.PeerTimeout, "peer-timeout", "SSER_PEER_TIMEOUT", "limit on one POST to a peer")
+	e.dur(&o.PeerBackoffMax, "peer-backoff-max", "SSER_PEER_BACKOFF_MAX", "longest wait between retries to an unreachable peer")
 	e.int64(&o.MaxBodyBytes, "max-body-bytes", "SSER_MAX_BODY_BYTES", "largest request body accepted on the internal endpoints")
 	// Lifecycle and logs.
 	e.dur(&o.DrainWindow, "drain-window", "SSER_DRAIN_WINDOW", "on SIGTERM, close subscribers at random moments over this window before exiting")
@@ -252,6 +258,8 @@ func (o *Options) Validate() []error {
 	pos("--retry", o.Retry)
 	pos("--write-timeout", o.WriteTimeout)
 	pos("--shutdown-timeout", o.ShutdownTimeout)
+	pos("--peer-timeout", o.PeerTimeout)
+	pos("--peer-backoff-max", o.PeerBackoffMax)
 	nonNeg("--max-connection-time", o.MaxConnectionTime)
 	nonNeg("--drain-window", o.DrainWindow)
 	nonNeg("--history-age", o.HistoryAge)

@@ -93,7 +93,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// A second signal cuts the drain short.
 	hard, hardStop := signal.NotifyContext(context.WithoutCancel(ctx), os.Interrupt, syscall.SIGTERM)
 	defer hardStop()
-	log.Info("shutting down: draining subscribers", "window", o.DrainWindow)
+	log.Info("shutting down: draining subscribers", "window", o.DrainWindow.String())
 	srv.Drain(hard, o.DrainWindow)
 	stop()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)

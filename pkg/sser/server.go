@@ -281,7 +281,7 @@ func (s *ServerImpl) Deliver(events ...Event) error {
 // the server keeps receiving and sending events throughout.
 func (s *ServerImpl) Drain(ctx context.Context, window time.Duration) {
 	s.draining.Store(true)
-	s.log.Info("draining", "window", window, "subscribers", s.hub.subscriberCount())
+	s.log.Info("draining", "window", window.String(), "subscribers", s.hub.subscriberCount())
 	s.hub.drain(window)
 	t := time.NewTimer(window)
 	defer t.Stop()

@@ -170,4 +170,3 @@ func (s *ServerImpl) corsHeaders(w http.ResponseWriter, r *http.Request) bool {
 	}
 	return true
 }
-
