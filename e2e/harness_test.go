@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,6 +44,7 @@ const (
 )
 
 var (
+	nsCount  atomic.Int64
 	envOnce  sync.Once
 	env      *envtest.Environment
 	adminCfg *rest.Config
@@ -118,6 +120,8 @@ func newCluster(t *testing.T, namespace string, subnet, maxReplicas int) *cluste
 	if err != nil {
 		t.Fatalf("clientset: %v", err)
 	}
+	// Unique per run, so -count=N starts clean in the shared API server.
+	namespace = fmt.Sprintf("%s-%d", namespace, nsCount.Add(1))
 	c := &cluster{t: t, admin: admin, namespace: namespace}
 	for i := range maxReplicas {
 		c.ips = append(c.ips, fmt.Sprintf("127.0.%d.%d", subnet, i+2))

@@ -85,14 +85,24 @@ func clientFor(t *testing.T, cfg *rest.Config) kubernetes.Interface {
 	return cs
 }
 
-func createNamespaces(t *testing.T, cs kubernetes.Interface, names ...string) {
+// nsCount makes namespace names unique within the shared control plane, so
+// that -count=N runs start clean each time.
+var nsCount atomic.Int64
+
+// createNamespaces creates one namespace per base name, each with a unique
+// suffix, and returns their names in order.
+func createNamespaces(t *testing.T, cs kubernetes.Interface, bases ...string) []string {
 	t.Helper()
-	for _, name := range names {
+	names := make([]string, 0, len(bases))
+	for _, base := range bases {
+		name := fmt.Sprintf("%s-%d", base, nsCount.Add(1))
+		names = append(names, name)
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		if _, err := cs.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create namespace %s: %v", name, err)
 		}
 	}
+	return names
 }
 
 // pollUntil calls cond until it returns true, failing the test after waitFor.
@@ -109,24 +119,25 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 
 func TestKubernetesRealMembership(t *testing.T) {
 	cs := clientFor(t, realAPIServer(t))
-	createNamespaces(t, cs, "membership", "membership-other")
+	ns := createNamespaces(t, cs, "membership", "membership-other")
 	// A real delete of a pod with a finalizer sets its deletion timestamp and
 	// leaves it (and its Running phase) in place.
 	terminate := func(a podAPI, ns, name string) { a.delete(ns, name) }
-	runMembership(t, cs, "membership", "membership-other", terminate)
+	runMembership(t, cs, ns[0], ns[1], terminate)
 }
 
 func TestKubernetesRealRBAC(t *testing.T) {
 	admin := clientFor(t, realAPIServer(t))
-	createNamespaces(t, admin, "rbac-granted", "rbac-none", "rbac-list-only")
+	nss := createNamespaces(t, admin, "rbac-granted", "rbac-none", "rbac-list-only")
+	granted, none, listOnly := nss[0], nss[1], nss[2]
 	a := podAPI{t: t, cs: admin}
-	for _, ns := range []string{"rbac-granted", "rbac-none", "rbac-list-only"} {
+	for _, ns := range nss {
 		a.create(ns, "p1", selected)
 		a.status(ns, "p1", corev1.PodRunning, "127.0.1.1")
 	}
 	// The same rules the chart grants, in one namespace only.
-	grant(t, admin, "rbac-granted", "sser-finder", "get", "list", "watch")
-	grant(t, admin, "rbac-list-only", "sser-finder", "list")
+	grant(t, admin, granted, "sser-finder", "get", "list", "watch")
+	grant(t, admin, listOnly, "sser-finder", "list")
 
 	user, err := sharedEnv.AddUser(envtest.User{Name: "sser-finder"}, nil)
 	if err != nil {
@@ -134,7 +145,7 @@ func TestKubernetesRealRBAC(t *testing.T) {
 	}
 	cs := clientFor(t, user.Config())
 	// The authorizer learns of new bindings through its own informers.
-	for _, ns := range []string{"rbac-granted", "rbac-list-only"} {
+	for _, ns := range []string{granted, listOnly} {
 		pollUntil(t, "RBAC in "+ns+" to take effect", func() bool {
 			_, err := cs.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
 			return err == nil
@@ -146,9 +157,9 @@ func TestKubernetesRealRBAC(t *testing.T) {
 		want      []string
 		wantText  string
 	}{
-		{namespace: "rbac-granted", want: []string{"127.0.1.1"}},
-		{namespace: "rbac-none", wantText: `sser: peerfinder: forbidden to list pods in namespace "rbac-none" (RBAC needs get, list, watch on pods)`},
-		{namespace: "rbac-list-only", wantText: `sser: peerfinder: forbidden to watch pods in namespace "rbac-list-only" (RBAC needs get, list, watch on pods)`},
+		{namespace: granted, want: []string{"127.0.1.1"}},
+		{namespace: none, wantText: `sser: peerfinder: forbidden to list pods in namespace "` + none + `" (RBAC needs get, list, watch on pods)`},
+		{namespace: listOnly, wantText: `sser: peerfinder: forbidden to watch pods in namespace "` + listOnly + `" (RBAC needs get, list, watch on pods)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.namespace, func(t *testing.T) {
@@ -226,10 +237,10 @@ func TestKubernetesRealAPIServerRestart(t *testing.T) {
 		}
 	})
 	cs := clientFor(t, cfg)
-	createNamespaces(t, cs, "restart")
+	ns := createNamespaces(t, cs, "restart")[0]
 	a := podAPI{t: t, cs: cs}
-	a.create("restart", "a", selected)
-	a.status("restart", "a", corev1.PodRunning, "127.0.1.1")
+	a.create(ns, "a", selected)
+	a.status(ns, "a", corev1.PodRunning, "127.0.1.1")
 
 	// The finder's own client counts the requests that failed, so the test
 	// knows when the finder has tried and failed to reach the API server.
@@ -244,7 +255,7 @@ func TestKubernetesRealAPIServerRestart(t *testing.T) {
 			return resp, err
 		})
 	}
-	initial, updates, err := NewPeerFinder(clientFor(t, finderCfg), "restart", peerSelector).Start(t.Context())
+	initial, updates, err := NewPeerFinder(clientFor(t, finderCfg), ns, peerSelector).Start(t.Context())
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -272,12 +283,12 @@ func TestKubernetesRealAPIServerRestart(t *testing.T) {
 	t.Logf("kube-apiserver was down for %s", time.Since(stopped).Round(time.Millisecond))
 
 	// Any update sent while it was down would be read here instead.
-	a.create("restart", "b", selected)
-	a.status("restart", "b", corev1.PodRunning, "127.0.1.2")
+	a.create(ns, "b", selected)
+	a.status(ns, "b", corev1.PodRunning, "127.0.1.2")
 	resumed := time.Now()
 	expectNext(t, updates, []string{"127.0.1.1", "127.0.1.2"})
 	t.Logf("change after the restart seen in %s", time.Since(resumed).Round(time.Millisecond))
-	if _, err := cs.CoreV1().Pods("restart").Get(t.Context(), "a", metav1.GetOptions{}); apierrors.IsNotFound(err) {
+	if _, err := cs.CoreV1().Pods(ns).Get(t.Context(), "a", metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		t.Fatal("pod a is gone after the restart; etcd data was not kept")
 	}
 }
