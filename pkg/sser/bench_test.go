@@ -1,0 +1,161 @@
+package sser
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// benchPayload is a 64-byte message, the size bench/cmd/sseload uses too.
+var benchPayload = strings.Repeat("x", 64)
+
+// benchID is a realistic position-vector id: three origins, as with a
+// three-replica deployment that all publish.
+var benchID = position{
+	{origin: "a1b2c3d4e5f6", seq: 1234567},
+	{origin: "k7f2q9xa0zz1", seq: 42},
+	{origin: "zz0011223344", seq: 99999},
+}.String()
+
+func BenchmarkAppendFrame(b *testing.B) {
+	cases := []struct {
+		name string
+		ev   Event
+		id   string
+	}{
+		{name: "single-line", ev: Event{Stream: "s", Msg: benchPayload}, id: benchID},
+		{name: "typed", ev: Event{Stream: "s", Msg: benchPayload, Event: "tick"}, id: benchID},
+		{name: "multi-line", ev: Event{Stream: "s", Msg: strings.Repeat(benchPayload[:15]+"\n", 4)}, id: benchID},
+		{name: "no-id", ev: Event{Stream: "s", Msg: benchPayload}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			buf := make([]byte, 0, 256)
+			for b.Loop() {
+				buf = appendFrame(buf[:0], tc.id, &tc.ev)
+			}
+			b.SetBytes(int64(len(buf)))
+		})
+	}
+}
+
+// BenchmarkHubFanout measures the delivery path with no network: events are
+// applied to the hub (stamping the position, encoding the frame once,
+// keeping history, queueing it to every subscriber) and one consumer
+// goroutine per subscriber takes its queue, as the SSE writer does, and
+// counts frames. The clock stops when every subscriber has every event.
+func BenchmarkHubFanout(b *testing.B) {
+	for _, subs := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("subs=%d", subs), func(b *testing.B) {
+			h := newHub(logr.Discard(), newMetrics(nil), DefaultHistorySize, DefaultHistoryAge)
+			// Queues deep enough that no consumer is disconnected for
+			// falling behind: this measures throughput, not the overflow policy.
+			maxQueue := b.N + 16
+			var (
+				got  atomic.Int64
+				wg   sync.WaitGroup
+				stop = make(chan struct{})
+				all  = make(chan struct{}) // closed when every frame is in
+			)
+			want := int64(b.N) * int64(subs)
+			subscribers := make([]*subscriber, subs)
+			for i := range subscribers {
+				sub := newSubscriber([]string{"bench"}, maxQueue)
+				if _, ok := h.subscribe(sub, nil, false, 3000); !ok {
+					b.Fatal("hub refused a subscriber")
+				}
+				// Throw away the connect preamble (retry and id frames).
+				q := sub.take()
+				sub.recycle(q)
+				select {
+				case <-sub.wake:
+				default:
+				}
+				subscribers[i] = sub
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-sub.wake:
+							q := sub.take()
+							if len(q) > 0 && got.Add(int64(len(q))) == want {
+								close(all)
+							}
+							sub.recycle(q)
+						case <-stop:
+							return
+						}
+					}
+				}()
+			}
+			origin := "benchorigin1"
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			ev := make([]Event, 1)
+			for i := range b.N {
+				ev[0] = Event{Stream: "bench", Msg: benchPayload, Origin: origin, Seq: uint64(i + 1)}
+				h.apply(ev, "local")
+			}
+			select {
+			case <-all:
+			case <-time.After(time.Minute):
+				b.Fatalf("delivered %d of %d frames within a minute", got.Load(), want)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			close(stop)
+			wg.Wait()
+			if n := h.subscriberCount(); n != subs {
+				b.Fatalf("%d of %d subscribers left: some overflowed", n, subs)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(want)/elapsed.Seconds(), "deliveries/s")
+			h.shutdown()
+		})
+	}
+}
+
+func BenchmarkDecodeEvents(b *testing.B) {
+	one, err := json.Marshal(Event{Stream: "prices", Msg: benchPayload, Event: "tick", Origin: "k7f2q9xa0zz1", Seq: 1042})
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]Event, 100)
+	for i := range batch {
+		batch[i] = Event{Stream: "prices", Msg: benchPayload, Origin: "k7f2q9xa0zz1", Seq: uint64(i + 1)}
+	}
+	many, err := json.Marshal(batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		body   []byte
+		events int
+	}{
+		{name: "one", body: one, events: 1},
+		{name: "batch=100", body: many, events: 100},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.body)))
+			for b.Loop() {
+				evs, err := decodeEvents(tc.body, 0)
+				if err != nil || len(evs) != tc.events {
+					b.Fatalf("decoded %d events, err %v", len(evs), err)
+				}
+			}
+			b.ReportMetric(float64(b.N*tc.events)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
