@@ -25,6 +25,7 @@ func (s *ServerImpl) internalRouter() http.Handler {
 	r := mux.NewRouter()
 	r.Handle(PeerEndpointURLPath, s.eventsEndpoint("send", false))
 	r.Handle(PublishURLPath, s.eventsEndpoint("publish", true))
+	r.HandleFunc(HistoryURLPath, s.only("history", s.serveHistory, http.MethodGet))
 	r.HandleFunc("/healthz", s.only("healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}, http.MethodGet, http.MethodHead))
@@ -32,6 +33,10 @@ func (s *ServerImpl) internalRouter() http.Handler {
 		switch {
 		case s.draining.Load():
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "draining"})
+		case !s.ready.Load():
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
+		case !s.warm.Load():
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "warming up"})
 		case !s.Ready():
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
 		default:
@@ -106,6 +111,7 @@ func (s *ServerImpl) eventsEndpoint(name string, broadcast bool) http.HandlerFun
 				return
 			}
 		} else {
+			s.noteOrigins(r.Header.Get(PeerHeader), events)
 			s.hub.apply(events, "peer")
 		}
 		writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events)})

@@ -64,6 +64,14 @@ type hub struct {
 	draining bool
 	drainEnd time.Time
 	closed   bool
+	// warming holds applied events in held until the warm-up snapshot is in.
+	warming bool
+	held    []heldBatch
+}
+
+type heldBatch struct {
+	events []Event
+	source string
 }
 
 func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Duration) *hub {
@@ -85,6 +93,11 @@ func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Durati
 func (h *hub) apply(events []Event, source string) {
 	var gaps []gapRequest
 	h.mu.Lock()
+	if h.warming {
+		h.held = append(h.held, heldBatch{events: events, source: source})
+		h.mu.Unlock()
+		return
+	}
 	now := h.now()
 	for i := range events {
 		if g, ok := h.applyOneLocked(events[i], now, source); ok {

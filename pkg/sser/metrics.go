@@ -25,6 +25,7 @@ type metrics struct {
 	resumes          *prometheus.CounterVec
 	historyEvicted   prometheus.Counter
 	repairs          *prometheus.CounterVec
+	warmups          *prometheus.CounterVec
 	badRequests      *prometheus.CounterVec
 
 	peers            prometheus.Gauge
@@ -54,6 +55,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_resumes_total", Help: "Subscriptions that gave a Last-Event-ID, by result (exact, lost)."}, []string{"result"})
 	m.historyEvicted = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_history_evicted_total", Help: "Events evicted from history by its size or age limit."})
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_gap_repairs_total", Help: "Seq gap repairs, by result."}, []string{"result"})
+	m.warmups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_warmups_total", Help: "Start-up history warm-ups, by result (copied from a peer, or empty)."}, []string{"result"})
 	m.badRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_bad_requests_total", Help: "Requests answered with a 4xx, by endpoint and status."}, []string{"endpoint", "code"})
 	m.peers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_peers", Help: "Replicas in the current peer set, this one included."})
 	m.peerQueueDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_queue_dropped_total", Help: "Events dropped from a peer's queue (oldest first) because it was full, or rejected by the peer."}, []string{"peer"})
@@ -61,7 +63,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.peerPostDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sser_peer_post_duration_seconds", Help: "Latency of batch POSTs to a peer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"peer"})
 	m.peerPostErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_post_errors_total", Help: "Failed batch POSTs to a peer (each is retried while the peer is in the set)."}, []string{"peer"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
-		m.eventsDuplicate, m.eventsLost, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs,
+		m.eventsDuplicate, m.eventsLost, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
 		m.badRequests, m.peers, m.peerQueueDropped, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors} {
 		f(c)
 	}

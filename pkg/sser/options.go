@@ -66,6 +66,10 @@ type Options struct {
 	// HistoryAge is how long events are kept for resuming clients (default 5m).
 	HistoryAge time.Duration
 
+	// WarmUpTimeout bounds how long a new replica tries to copy history from
+	// a peer before it reports ready (default 15s; negative skips warm-up).
+	WarmUpTimeout time.Duration
+
 	// Registry receives the metrics; default a new registry with the Go and
 	// process collectors, served on /metrics.
 	Registry *prometheus.Registry
@@ -104,6 +108,7 @@ func (o *Options) setDefaults() {
 	def(&o.PeerBackoffMin, 100*time.Millisecond)
 	def(&o.PeerBackoffMax, 5*time.Second)
 	def(&o.HistoryAge, DefaultHistoryAge)
+	def(&o.WarmUpTimeout, 15*time.Second)
 	defInt(&o.SubscriberQueue, DefaultSubscriberQueue)
 	defInt(&o.PeerQueue, DefaultPeerQueue)
 	defInt(&o.PeerBatch, DefaultPeerBatch)

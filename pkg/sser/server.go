@@ -41,10 +41,21 @@ type ServerImpl struct {
 	stopped  atomic.Bool
 	ready    atomic.Bool
 	draining atomic.Bool
+	warm     atomic.Bool   // warm-up finished (or not needed)
+	warmCh   chan struct{} // closed with warm
 	bc       *broadcaster
 	listener net.Listener
 	done     chan struct{}
 	handler  http.Handler
+
+	originMu   sync.Mutex
+	originAddr map[string]string // origin -> peer IP it came from
+
+	// Background work (gap repairs, warm-up) that must end before Done.
+	bgCtx     context.Context
+	bgMu      sync.Mutex
+	bg        sync.WaitGroup
+	bgStopped bool
 }
 
 var _ Server = (*ServerImpl)(nil)
@@ -83,10 +94,13 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 		opts:   opts,
 		log:    opts.Logger,
 		m:      newMetrics(opts.Registry),
-		origin: newOrigin(),
-		done:   make(chan struct{}),
+		origin:     newOrigin(),
+		done:       make(chan struct{}),
+		originAddr: make(map[string]string),
+		warmCh:     make(chan struct{}),
 	}
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
+	s.hub.repair = s.startRepair
 	s.bc = newBroadcaster(s.log.WithName("peers"), s.m, &s.opts, opts.PodIP, opts.PeerPort)
 	s.handler = s.internalRouter()
 	return s, nil
@@ -123,6 +137,8 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		}
 		s.listener = ln
 	}
+	s.bgCtx = ctx
+	s.hub.startWarming()
 	pfCtx, pfCancel := context.WithCancel(ctx)
 	peers, updates, err := s.opts.PeerFinder.Start(pfCtx)
 	if err != nil {
@@ -135,6 +151,24 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 	s.bc.setPeers(ctx, peers)
 	s.log.Info("peer set known", "peers", peers, "self", s.opts.PodIP, "origin", s.origin)
 	s.ready.Store(true)
+	others := 0
+	for _, p := range peers {
+		if p != s.opts.PodIP {
+			others++
+		}
+	}
+	if others == 0 || s.opts.HistorySize == 0 || s.opts.WarmUpTimeout < 0 {
+		_ = s.hub.finishWarming(nil)
+		s.setWarm()
+	} else {
+		s.bgMu.Lock()
+		s.bg.Add(1)
+		s.bgMu.Unlock()
+		go func() {
+			defer s.bg.Done()
+			s.warmUp(ctx, peers)
+		}()
+	}
 
 	var wg sync.WaitGroup
 	var srv *http.Server
@@ -190,6 +224,10 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		}
 		pfCancel()
 		s.bc.stop()
+		s.bgMu.Lock()
+		s.bgStopped = true
+		s.bgMu.Unlock()
+		s.bg.Wait()
 		s.hub.shutdown()
 		wg.Wait()
 		close(s.done)
@@ -218,8 +256,8 @@ func (s *ServerImpl) InternalAddr() string {
 }
 
 // Ready reports whether the replica should receive traffic: the peer set is
-// known and it is not draining.
-func (s *ServerImpl) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+// known, history is warmed up from a peer, and it is not draining.
+func (s *ServerImpl) Ready() bool { return s.ready.Load() && s.warm.Load() && !s.draining.Load() }
 
 // Peers is the current peer set, this replica included.
 func (s *ServerImpl) Peers() []string { return s.bc.currentPeers() }
@@ -290,4 +328,10 @@ func (s *ServerImpl) Drain(ctx context.Context, window time.Duration) {
 	case <-t.C:
 	}
 	s.log.Info("drain window over", "subscribers", s.hub.subscriberCount())
+}
+
+func (s *ServerImpl) setWarm() {
+	if s.warm.CompareAndSwap(false, true) {
+		close(s.warmCh)
+	}
 }

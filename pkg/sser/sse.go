@@ -56,6 +56,16 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		return
 	}
 
+	// A replica still copying history from a peer cannot place the client
+	// yet: wait (readiness keeps a Service's traffic away meanwhile).
+	select {
+	case <-s.warmCh:
+	case <-r.Context().Done():
+		return
+	case <-ctx.Done():
+		s.writeError(w, r, "events", http.StatusServiceUnavailable, "server is shutting down", "")
+		return
+	}
 	sub := newSubscriber(streams, s.opts.SubscriberQueue)
 	res, ok := s.hub.subscribe(sub, from, lastID != "", s.opts.Retry.Milliseconds())
 	if !ok {
