@@ -91,9 +91,9 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 		}
 	}
 	s := &ServerImpl{
-		opts:   opts,
-		log:    opts.Logger,
-		m:      newMetrics(opts.Registry),
+		opts:       opts,
+		log:        opts.Logger,
+		m:          newMetrics(opts.Registry),
 		origin:     newOrigin(),
 		done:       make(chan struct{}),
 		originAddr: make(map[string]string),
