@@ -261,8 +261,13 @@ func (e *env) peers(t *testing.T, ip string) (int, error) {
 // returns whether the event was accepted, and whether it may have been
 // accepted although the answer was lost (a transport error after sending).
 func (e *env) publish1(ctx context.Context, hc *http.Client, stream, msg string) (accepted, uncertain bool, why string) {
+	return e.publishTo(ctx, hc, e.publish.addr, stream, msg)
+}
+
+// publishTo POSTs one event to the publish API at addr (host:port).
+func (e *env) publishTo(ctx context.Context, hc *http.Client, addr, stream, msg string) (accepted, uncertain bool, why string) {
 	body, _ := json.Marshal(map[string]string{"stream": stream, "msg": msg})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+e.publish.addr+"/api/json/v1/publish", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/api/json/v1/publish", bytes.NewReader(body))
 	if err != nil {
 		return false, false, err.Error()
 	}
@@ -324,8 +329,9 @@ func (s *subscriber) has(msg string) bool {
 	return s.got[msg] > 0
 }
 
-// testFanOut subscribes on every pod directly and publishes through the
-// internal Service: every event reaches every subscriber on every replica.
+// testFanOut subscribes on every pod directly and publishes on each pod in
+// turn: every event, whichever replica took it, reaches every subscriber on
+// every replica.
 func (e *env) testFanOut(t *testing.T) {
 	pods := e.waitPods(t, 3)
 	var subs []*subscriber
@@ -336,8 +342,9 @@ func (e *env) testFanOut(t *testing.T) {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var sent []string
 	for i := range 30 {
-		msg := fmt.Sprintf("fan-%02d", i)
-		if ok, _, why := e.publish1(t.Context(), hc, "fanout", msg); !ok {
+		p := pods[i%len(pods)]
+		msg := fmt.Sprintf("fan-%02d-via-%s", i, p.Name)
+		if ok, _, why := e.publishTo(t.Context(), hc, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(e.internal)), "fanout", msg); !ok {
 			t.Fatalf("publish %s was not accepted: %s", msg, why)
 		}
 		sent = append(sent, msg)
@@ -529,6 +536,11 @@ func (e *env) testRollout(t *testing.T) {
 					t.Errorf("%s received %s %d times", s.name, m, c)
 				}
 			}
+		}
+		// Every pod it was connected to was replaced, so it must have
+		// reconnected; otherwise the rollout proved nothing about resuming.
+		if s.connects < 2 {
+			t.Errorf("%s connected %d times; every client must reconnect during the rollout", s.name, s.connects)
 		}
 		if len(s.other) > 0 {
 			t.Logf("%s also received: %q", s.name, s.other)
