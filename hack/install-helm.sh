@@ -27,12 +27,14 @@ trap 'rm -rf "${work}"' EXIT
 echo "building helm ${HELM_VERSION} from the Go module proxy (a few minutes)..." >&2
 # helm's Makefile stamps the Kubernetes version of its client-go into the
 # binary; without it `helm template` and `helm lint` assume Kubernetes 1.20.
-gomod=$(go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+# (Run outside the repository so its go.mod and go.sum are never touched.)
+gomod=$(cd "${work}" && GOFLAGS=-mod=mod go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
 k8s_minor=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "${gomod}")
 [[ -n ${k8s_minor} ]] || { echo "cannot find k8s.io/client-go in ${gomod}" >&2; exit 1; }
 # `go install pkg@version` builds with helm's own go.mod and go.sum, so the
 # dependency set is exactly the one helm released and is checksum-verified.
 # The ldflags are the ones helm's Makefile sets, so `helm version` is truthful.
+cd "${work}"
 GOBIN="${work}" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install -trimpath \
   -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
     -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${k8s_minor} \
