@@ -68,7 +68,7 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		if err != nil {
 			return so, fmt.Errorf("kubernetes client: %w", err)
 		}
-		so.PeerFinder = peerfinder.NewPeerFinder(cs, ns, o.Selector, peerfinder.WithLogger(log.WithName("peerfinder")))
+		so.PeerFinder = peerfinder.NewPeerFinder(cs, ns, o.Selector, peerfinder.WithLogger(log))
 		if so.PodIP == "" {
 			log.Info("no --pod-ip (POD_IP): this replica will also POST to itself; duplicates are dropped, but set it from the downward API")
 		}
