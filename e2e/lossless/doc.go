@@ -1,0 +1,16 @@
+// Package lossless proves issue 5's promises end to end with real sser
+// processes on loopback, no cluster: ids that resume exactly on any replica,
+// history warm-up, gap repair, duplicate suppression and the graceful drain.
+//
+// Each replica is the real binary (internal/testproc) on its own address in
+// 127.0.55.0/24 with the same ports and a static peer list, as pods behind a
+// Service are. Subscribers reach them through a small in-test load balancer
+// that, like a Service, sends each new connection to a replica whose /readyz
+// answers 200, so a client that loses its replica reconnects elsewhere.
+// Subscribers are the project's Go client (pkg/client) and, in one test,
+// headless Chromium's EventSource.
+//
+// The browser test needs Chromium (hack/install-chromium.sh installs
+// Debian's package); without it that test skips, or fails when
+// SSER_REQUIRE_REAL=1. Every other test needs only the Go toolchain.
+package lossless
