@@ -674,7 +674,9 @@ func check(msgs []string, pubs ...*publisher) tally {
 }
 
 // ok reports whether nothing is missing, twice or out of origin order.
-func (tl tally) ok() bool { return tl.dups == 0 && tl.missing == 0 && tl.disorder == 0 && len(tl.problems) == 0 }
+func (tl tally) ok() bool {
+	return tl.dups == 0 && tl.missing == 0 && tl.disorder == 0 && len(tl.problems) == 0
+}
 
 // sendRaw posts events in the peer wire format to replica i's peer
 // endpoint, as a peer would: with their origin and seq.

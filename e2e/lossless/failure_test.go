@@ -1,0 +1,172 @@
+package lossless
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Test 4: SIGKILL one replica mid-stream. Its subscribers reconnect through
+// the balancer to the others and miss nothing. The publishers use the other
+// two replicas: what a killed process had accepted but not yet sent to its
+// peers is gone with it, which sser does not promise to survive.
+func TestKilledReplicaSubscribersMissNothing(t *testing.T) {
+	skipShort(t)
+	const (
+		nSubs = 12
+		per   = 150
+	)
+	c := newCluster(t, 3)
+	c.startAll()
+	b := newBalancer(t, c)
+	b.waitReady(t, 0, 1, 2)
+	recs := make([]*recorder, nSubs)
+	for i := range recs {
+		recs[i] = subscribe(t, fmt.Sprintf("sub%02d", i), b.URL+"/events?stream="+stream)
+	}
+	waitFor(t, deadline, "subscribers on every replica", func() bool {
+		for i := range 3 {
+			if b.activeOn(i) < nSubs/3 {
+				return false
+			}
+		}
+		return true
+	})
+	onKilled := b.activeOn(2)
+
+	pubs := []*publisher{newPublisher(c, nil, "p", 0), newPublisher(c, nil, "q", 1)}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pubs))
+	for _, p := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.run(ctx, 50, per, nil); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	waitFor(t, deadline, "a third of the events", func() bool { return pubs[0].sent() >= per/3 && pubs[1].sent() >= per/3 })
+	if err := c.rep(2).Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitAll(t, deadline, recs, 2*per)
+
+	moved := 0
+	for _, r := range recs {
+		tl := check(r.messages(), pubs...)
+		if !tl.ok() {
+			t.Errorf("%s: %d received, %d duplicates, %d missing, %d out of order: %q", r.name, tl.received, tl.dups, tl.missing, tl.disorder, tl.problems)
+		}
+		n, res, lost := r.connections()
+		if n > 1 {
+			moved++
+		}
+		if len(lost) > 0 {
+			t.Errorf("%s: sser-lost %q (resume headers %q)", r.name, lost, res)
+		}
+	}
+	if moved < onKilled {
+		t.Errorf("%d subscribers reconnected, want at least the %d that were on the killed replica", moved, onKilled)
+	}
+	t.Logf("%d subscribers were on the killed replica; %d reconnected; each got all %d events once, in order", onKilled, moved, 2*per)
+}
+
+// Test 5: a peer is paused (SIGSTOP) while events are published; the
+// publishing replicas' queues to it are small, so they overflow and drop
+// events. When it runs again it sees a seq gap from each origin, fetches
+// the missing range from history, and its subscribers get every event of
+// that window, in order.
+func TestPausedPeerRepairsGap(t *testing.T) {
+	skipShort(t)
+	const queue = 20
+	c := newCluster(t, 3, fmt.Sprintf("--peer-queue=%d", queue), "--peer-timeout=500ms")
+	c.startAll()
+	var recs []*recorder
+	for i := range 5 {
+		recs = append(recs, subscribe(t, fmt.Sprintf("paused%d", i), c.eventsURL(2)))
+	}
+	recs = append(recs, subscribe(t, "other", c.eventsURL(0)))
+	waitFor(t, deadline, "subscribers to connect", func() bool {
+		for _, r := range recs {
+			if n, _, _ := r.connections(); n == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	pubs := []*publisher{newPublisher(c, nil, "p", 0), newPublisher(c, nil, "q", 1)}
+	publishN := func(n int) {
+		t.Helper()
+		for range n {
+			for _, p := range pubs {
+				if err := p.publishNext(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	publishN(10)
+	waitAll(t, deadline, recs, 20)
+
+	paused := c.rep(2)
+	if err := paused.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	pausedAt := time.Now()
+	t.Cleanup(func() { _ = paused.Signal(syscall.SIGCONT) })
+	// 100 events from each publisher at 50/s: the pause lasts about 2 s.
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pubs))
+	for _, p := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.run(t.Context(), 50, 110, nil); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	peer := `peer="` + ipOf(2) + `"`
+	waitFor(t, deadline, "both queues to the paused peer to overflow", func() bool {
+		return c.metric(0, "sser_peer_queue_dropped_total", peer) > 0 && c.metric(1, "sser_peer_queue_dropped_total", peer) > 0
+	})
+	dropped := c.metric(0, "sser_peer_queue_dropped_total", peer) + c.metric(1, "sser_peer_queue_dropped_total", peer)
+	if err := paused.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	pause := time.Since(pausedAt)
+	publishN(10)
+	waitAll(t, deadline, recs, 240)
+
+	for _, r := range recs {
+		tl := check(r.messages(), pubs...)
+		if !tl.ok() {
+			t.Errorf("%s: %d received, %d duplicates, %d missing, %d out of order: %q", r.name, tl.received, tl.dups, tl.missing, tl.disorder, tl.problems)
+		}
+		if n, res, lost := r.connections(); len(lost) > 0 {
+			t.Errorf("%s: %d connections, sser-lost %q, resume headers %q", r.name, n, lost, res)
+		}
+	}
+	repairs := c.metric(2, "sser_gap_repairs_total")
+	if repairs == 0 {
+		t.Error("sser_gap_repairs_total is 0 on the paused replica: the events came some other way than a repair")
+	}
+	t.Logf("paused %s; queues dropped %v events; repairs on the paused replica %v, lost %v", pause.Round(time.Millisecond),
+		dropped, repairs, c.metric(2, "sser_events_lost_total"))
+}
