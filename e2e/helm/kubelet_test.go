@@ -141,9 +141,13 @@ func (k *kubelet) run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		present := map[types.UID]bool{}
 		for _, o := range inf.GetStore().List() {
-			k.sync(ctx, o.(*corev1.Pod))
+			pod := o.(*corev1.Pod)
+			present[pod.UID] = true
+			k.sync(ctx, pod)
 		}
+		k.reapOrphans(present)
 		select {
 		case <-ctx.Done():
 			k.stopAll()
@@ -203,10 +207,45 @@ func (k *kubelet) sync(ctx context.Context, pod *corev1.Pod) {
 		_, known := k.pods[pod.UID]
 		k.mu.Unlock()
 		if !known && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
-			if err := k.start(ctx, pod); err != nil && ctx.Err() == nil {
+			if err := k.start(ctx, pod); err != nil && ctx.Err() == nil && !k.gone(ctx, pod) {
 				k.fail(fmt.Errorf("start %s: %w", pod.Name, err))
 			}
 		}
+	}
+}
+
+// gone reports whether pod was deleted (or is being deleted) meanwhile, in
+// which case failing to start it is expected.
+func (k *kubelet) gone(ctx context.Context, pod *corev1.Pod) bool {
+	cur, err := k.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err) || (err == nil && (cur.UID != pod.UID || cur.DeletionTimestamp != nil))
+}
+
+// reapOrphans kills the processes of pods that no longer exist in the API
+// server (removed without a graceful deletion the agent saw), as the
+// kubelet's orphan cleanup does.
+func (k *kubelet) reapOrphans(present map[types.UID]bool) {
+	k.mu.Lock()
+	var orphans []*podRun
+	for uid, r := range k.pods {
+		if !present[uid] && !r.terminating {
+			r.terminating = true
+			orphans = append(orphans, r)
+			delete(k.pods, uid)
+		}
+	}
+	k.mu.Unlock()
+	for _, r := range orphans {
+		if r.cancel != nil {
+			r.cancel()
+		}
+		if proc, done := r.current(); proc != nil {
+			_ = syscall.Kill(-proc.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		k.mu.Lock()
+		k.finished = append(k.finished, podRecord{Name: r.pod.Name, IP: r.ip, Started: r.started, Terminated: time.Now(), Killed: true, Restarts: r.restartCount()})
+		k.mu.Unlock()
 	}
 }
 
