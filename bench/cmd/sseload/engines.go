@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	r3sse "github.com/r3labs/sse/v2"
+	gosse "github.com/tmaxmax/go-sse"
+
+	"github.com/sser-dev/sser/pkg/peerfinder"
+	"github.com/sser-dev/sser/pkg/sser"
+)
+
+// benchStream is the one stream every subscriber reads and every event goes to.
+const benchStream = "bench"
+
+// historySize is what each engine keeps for resuming clients, where it has a
+// bound: sser's default, and the same count for go-sse's FiniteReplayer.
+const historySize = 1000
+
+// engine is one SSE server library behind the same two calls: an HTTP
+// handler serving GET /events?stream=bench and a publish of one message.
+type engine interface {
+	handler() http.Handler
+	publish(ctx context.Context, msg string) error
+	close(ctx context.Context)
+}
+
+var engineNames = []string{"sser", "r3labs", "gosse"}
+
+func newEngine(ctx context.Context, name string, sserQueue int) (engine, error) {
+	switch name {
+	case "sser":
+		return newSserEngine(ctx, sserQueue)
+	case "r3labs":
+		return newR3Engine(), nil
+	case "gosse":
+		return newGoSSEEngine()
+	}
+	return nil, fmt.Errorf("unknown engine %q (want one of %v)", name, engineNames)
+}
+
+// sserEngine is this repository's library as an application embeds it: a
+// lone replica (static peer set of itself), its handler mounted on the
+// application's server, Send to publish.
+type sserEngine struct {
+	s      *sser.ServerImpl
+	h      http.Handler
+	cancel context.CancelFunc
+}
+
+func newSserEngine(ctx context.Context, queue int) (*sserEngine, error) {
+	pf, err := peerfinder.NewPeerFinderStatic([]string{"127.0.0.1"})
+	if err != nil {
+		return nil, fmt.Errorf("static peer finder: %w", err)
+	}
+	s, err := sser.NewWithOptions(sser.Options{
+		InternalAddr:    "127.0.0.1:0",
+		PeerFinder:      pf,
+		SubscriberQueue: queue,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new sser server: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	if err := s.Start(ctx); err != nil {
+		cancel()
+		return nil, fmt.Errorf("start sser server: %w", err)
+	}
+	return &sserEngine{s: s, h: s.ClientConnectionHandler(ctx), cancel: cancel}, nil
+}
+
+func (e *sserEngine) handler() http.Handler { return e.h }
+
+func (e *sserEngine) publish(ctx context.Context, msg string) error {
+	return e.s.Send(ctx, benchStream, msg)
+}
+
+func (e *sserEngine) close(ctx context.Context) {
+	e.cancel()
+	select {
+	case <-e.s.Done():
+	case <-ctx.Done():
+	}
+}
+
+// r3Engine is github.com/r3labs/sse/v2 with its defaults (sse.New), the
+// engine the original sser was built on. Its default AutoReplay keeps every
+// event of the stream for replay, with no bound.
+type r3Engine struct {
+	s *r3sse.Server
+}
+
+func newR3Engine() *r3Engine {
+	s := r3sse.New()
+	s.CreateStream(benchStream)
+	return &r3Engine{s: s}
+}
+
+func (e *r3Engine) handler() http.Handler { return e.s }
+
+func (e *r3Engine) publish(_ context.Context, msg string) error {
+	e.s.Publish(benchStream, &r3sse.Event{Data: []byte(msg)})
+	return nil
+}
+
+func (e *r3Engine) close(context.Context) { e.s.Close() }
+
+// goSSEEngine is github.com/tmaxmax/go-sse's Server with its default
+// provider (Joe) and a FiniteReplayer of historySize events with automatic
+// ids, so that it, like sser, writes an id on every event and keeps a
+// bounded history. Subscribers choose their topic with ?stream=.
+type goSSEEngine struct {
+	s *gosse.Server
+}
+
+func newGoSSEEngine() (*goSSEEngine, error) {
+	replayer, err := gosse.NewFiniteReplayer(historySize, true)
+	if err != nil {
+		return nil, fmt.Errorf("go-sse replayer: %w", err)
+	}
+	s := &gosse.Server{
+		Provider: &gosse.Joe{Replayer: replayer},
+		OnSession: func(w http.ResponseWriter, r *http.Request) ([]string, bool) {
+			topic := r.URL.Query().Get("stream")
+			if topic == "" {
+				http.Error(w, "stream is required", http.StatusBadRequest)
+				return nil, false
+			}
+			return []string{topic}, true
+		},
+	}
+	return &goSSEEngine{s: s}, nil
+}
+
+func (e *goSSEEngine) handler() http.Handler { return e.s }
+
+func (e *goSSEEngine) publish(_ context.Context, msg string) error {
+	m := &gosse.Message{}
+	m.AppendData(msg)
+	return e.s.Publish(m, benchStream)
+}
+
+func (e *goSSEEngine) close(ctx context.Context) { _ = e.s.Shutdown(ctx) }

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// serverStats is what the server process reports about itself.
+type serverStats struct {
+	HeapAlloc  uint64 `json:"heapAlloc"`
+	StackInuse uint64 `json:"stackInuse"`
+	RSS        uint64 `json:"rss"`
+	Goroutines int    `json:"goroutines"`
+}
+
+// publishResult is the answer to a publish request.
+type publishResult struct {
+	Published int     `json:"published"`
+	Seconds   float64 `json:"seconds"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// serve is the server process: one engine on loopback, and a control
+// listener through which the driver asks it to publish and to report its
+// memory. It runs until ctx ends, stdin closes (the driver went away) or
+// the --max-life cap passes.
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	engineName := fs.String("engine", "sser", "engine: sser, r3labs or gosse")
+	sserQueue := fs.Int("sser-queue", 0, "sser SubscriberQueue (0: the library default)")
+	maxLife := fs.Duration("max-life", 10*time.Minute, "exit after this long whatever happens")
+	cpuProfile := fs.String("cpuprofile", "", "write the server's CPU profile to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, cancel := context.WithTimeout(ctx, *maxLife)
+	defer cancel()
+	go func() {
+		// The driver holds our stdin; EOF means it is gone.
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+
+	eng, err := newEngine(ctx, *engineName, *sserQueue)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/events", eng.handler())
+	sseLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// Engines may log about connections cut at shutdown; only that is dropped.
+	var stopping atomic.Bool
+	errLog := log.New(writerFunc(func(p []byte) (int, error) {
+		if stopping.Load() {
+			return len(p), nil
+		}
+		return os.Stderr.Write(p)
+	}), "sseload serve: ", log.LstdFlags)
+	sseSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	go func() { _ = sseSrv.Serve(sseLn) }()
+
+	ctlLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ctl := http.NewServeMux()
+	ctl.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, readStats(r.URL.Query().Get("gc") == "1"))
+	})
+	ctl.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("n"))
+		rate, _ := strconv.ParseFloat(q.Get("rate"), 64)
+		size, _ := strconv.Atoi(q.Get("size"))
+		first, _ := strconv.Atoi(q.Get("first"))
+		limit, _ := time.ParseDuration(q.Get("limit"))
+		if limit <= 0 {
+			limit = time.Minute
+		}
+		pctx, pcancel := context.WithTimeout(r.Context(), limit)
+		defer pcancel()
+		writeJSON(w, publishLoop(pctx, eng, n, first, rate, size))
+	})
+	ctlSrv := &http.Server{Handler: ctl, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = ctlSrv.Serve(ctlLn) }()
+
+	out := bufio.NewWriter(os.Stdout)
+	fmt.Fprintf(out, "READY http://%s/events http://%s\n", sseLn.Addr(), ctlLn.Addr())
+	if err := out.Flush(); err != nil {
+		return err
+	}
+
+	<-ctx.Done()
+	stopping.Store(true)
+	_ = sseSrv.Close()
+	_ = ctlSrv.Close()
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer scancel()
+	eng.close(sctx)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return errors.New("max-life reached")
+	}
+	return nil
+}
+
+// publishLoop publishes n events numbered from first, at rate events/s (0:
+// as fast as the engine takes them), each message "<seq> <unix-nanos> "
+// padded with x to size bytes. It stops early when ctx ends.
+func publishLoop(ctx context.Context, eng engine, n, first int, rate float64, size int) publishResult {
+	start := time.Now()
+	buf := make([]byte, 0, max(size, 64))
+	res := publishResult{}
+	for i := range n {
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+				case <-t.C:
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			res.Error = "stopped early: " + ctx.Err().Error()
+			break
+		}
+		buf = buf[:0]
+		buf = strconv.AppendInt(buf, int64(first+i), 10)
+		buf = append(buf, ' ')
+		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
+		buf = append(buf, ' ')
+		for len(buf) < size {
+			buf = append(buf, 'x')
+		}
+		if err := eng.publish(ctx, string(buf)); err != nil {
+			res.Error = err.Error()
+			break
+		}
+		res.Published++
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res
+}
+
+func readStats(gc bool) serverStats {
+	if gc {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return serverStats{HeapAlloc: ms.HeapAlloc, StackInuse: ms.StackInuse, RSS: readRSS(), Goroutines: runtime.NumGoroutine()}
+}
+
+// readRSS is this process's resident set size in bytes, from /proc.
+func readRSS() uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseUint(f[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -1,0 +1,11 @@
+# Benchmarks. `make bench` compares sser with other Go SSE servers on
+# loopback (bench/, a module of its own); `make bench-micro` runs the
+# library's micro-benchmarks.
+
+.PHONY: bench
+bench: ## Compare sser, r3labs/sse and go-sse on loopback (about 4 minutes; ROUNDS=, EVENTS=, OUT=).
+	bench/compare.sh
+
+.PHONY: bench-micro
+bench-micro: ## Run the pkg/sser micro-benchmarks (-benchmem -count=5).
+	$(GO) test -run '^$$' -bench . -benchmem -count=5 ./pkg/sser/
