@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -161,7 +162,11 @@ func (c *cluster) stop(i int) time.Duration {
 	if err := r.Wait(ctx); err != nil {
 		c.t.Fatalf("%s after SIGTERM: %v (want exit 0)", r.Name, err)
 	}
-	return time.Since(start)
+	took := time.Since(start)
+	if os.Getenv("SSER_LOSSLESS_LOGS") == "1" {
+		c.t.Logf("%s exited %s after SIGTERM; its logs:\n%s", r.Name, took, r.Logs())
+	}
+	return took
 }
 
 // metric sums the samples of a Prometheus metric on replica i's /metrics
@@ -379,7 +384,11 @@ type publisher struct {
 }
 
 func newPublisher(c *cluster, b *balancer, name string, home int) *publisher {
-	return &publisher{name: name, home: home, c: c, b: b, hc: &http.Client{Timeout: 10 * time.Second}}
+	// A fresh connection per event: a refused dial then proves the event was
+	// not taken, where a pooled connection that a stopping replica closed
+	// would fail ambiguously.
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	return &publisher{name: name, home: home, c: c, b: b, hc: hc}
 }
 
 // sent is the number of events published so far.
