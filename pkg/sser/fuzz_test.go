@@ -75,3 +75,23 @@ func FuzzAppendFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePosition: a Last-Event-ID from a client either is rejected or
+// round-trips exactly through the encoding (so ids are canonical).
+func FuzzParsePosition(f *testing.F) {
+	for _, s := range []string{"", "a.1", "a.1-b.z", "abc.zzzzzzzzzzzzz", "a.1-a.2", "b.1-a.1", "a.0", "a.-1", "x", "a.1\x00", strings.Repeat("a.1-", 3)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := parsePosition(s)
+		if err != nil {
+			return
+		}
+		if p.String() != s {
+			t.Fatalf("parsePosition(%q).String() = %q", s, p.String())
+		}
+		if strings.ContainsAny(s, "\r\n\x00") {
+			t.Fatalf("accepted an id with CR, LF or NUL: %q", s)
+		}
+	})
+}

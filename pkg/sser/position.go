@@ -126,7 +126,7 @@ func parsePosition(s string) (position, error) {
 			return nil, fmt.Errorf("malformed element %q", part)
 		}
 		seq, err := strconv.ParseUint(seqText, 36, 64)
-		if err != nil || seq == 0 {
+		if err != nil || seq == 0 || strconv.FormatUint(seq, 36) != seqText {
 			return nil, fmt.Errorf("malformed seq in %q", part)
 		}
 		if n := len(p); n > 0 && p[n-1].origin >= origin {
