@@ -3,6 +3,7 @@ package lossless
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,7 +28,13 @@ func TestKilledReplicaSubscribersMissNothing(t *testing.T) {
 	for i := range recs {
 		recs[i] = subscribe(t, fmt.Sprintf("sub%02d", i), b.URL+"/events?stream="+stream)
 	}
+	// Connected means subscribed: the answer's headers follow the subscription.
 	waitFor(t, deadline, "subscribers on every replica", func() bool {
+		for _, r := range recs {
+			if n, _, _ := r.connections(); n == 0 {
+				return false
+			}
+		}
 		for i := range 3 {
 			if b.activeOn(i) < nSubs/3 {
 				return false
@@ -60,7 +67,7 @@ func TestKilledReplicaSubscribersMissNothing(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	waitAll(t, deadline, recs, 2*per)
+	waitAll(t, deadline, recs, 2*per, pubs...)
 
 	moved := 0
 	for _, r := range recs {
@@ -152,7 +159,7 @@ func TestPausedPeerRepairsGap(t *testing.T) {
 	}
 	pause := time.Since(pausedAt)
 	publishN(10)
-	waitAll(t, deadline, recs, 240)
+	waitAll(t, deadline, recs, 240, pubs...)
 
 	for _, r := range recs {
 		tl := check(r.messages(), pubs...)
@@ -167,6 +174,29 @@ func TestPausedPeerRepairsGap(t *testing.T) {
 	if repairs == 0 {
 		t.Error("sser_gap_repairs_total is 0 on the paused replica: the events came some other way than a repair")
 	}
-	t.Logf("paused %s; queues dropped %v events; repairs on the paused replica %v, lost %v", pause.Round(time.Millisecond),
-		dropped, repairs, c.metric(2, "sser_events_lost_total"))
+	t.Logf("paused %s; queues dropped %v events; on the paused replica: repairs %v, duplicates dropped %v, lost %v", pause.Round(time.Millisecond),
+		dropped, repairs, c.metric(2, "sser_events_duplicate_total"), c.metric(2, "sser_events_lost_total"))
+}
+
+// A peer batch retried after its response was lost is delivered once: the
+// replica drops events whose origin and seq it has already applied.
+func TestRetriedBatchDeliveredOnce(t *testing.T) {
+	skipShort(t)
+	c := newCluster(t, 1)
+	c.startAll()
+	a := subscribe(t, "a", c.eventsURL(0))
+	waitFor(t, deadline, "a to connect", func() bool { n, _, _ := a.connections(); return n == 1 })
+	ev := func(seq int) map[string]any {
+		return map[string]any{"stream": stream, "msg": fmt.Sprintf("o-%d", seq), "origin": "retried", "seq": seq}
+	}
+	sendRaw(t, c, 0, ev(1), ev(2), ev(3))
+	sendRaw(t, c, 0, ev(1), ev(2), ev(3)) // the retry
+	sendRaw(t, c, 0, ev(3), ev(4))        // overlapping the next batch
+	waitFor(t, deadline, "o-4", func() bool { return slices.Contains(a.messages(), "o-4") })
+	if got, want := a.messages(), names("o", 1, 5); !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if n := c.metric(0, "sser_events_duplicate_total"); n != 4 {
+		t.Errorf("sser_events_duplicate_total = %v, want 4", n)
+	}
 }

@@ -590,7 +590,8 @@ func (r *recorder) connections() (int, []string, []string) {
 }
 
 // waitAll waits until every recorder has received want different messages.
-func waitAll(t *testing.T, timeout time.Duration, recs []*recorder, want int) {
+// On a timeout it reports, when pubs are given, what each one is missing.
+func waitAll(t *testing.T, timeout time.Duration, recs []*recorder, want int, pubs ...*publisher) {
 	t.Helper()
 	waitFor(t, timeout, fmt.Sprintf("%d subscribers to receive %d events each", len(recs), want), func() bool {
 		for _, r := range recs {
@@ -605,6 +606,9 @@ func waitAll(t *testing.T, timeout time.Duration, recs []*recorder, want int) {
 			if d := r.distinct(); d < want {
 				n, res, lost := r.connections()
 				fmt.Fprintf(&b, "%s: %d of %d (connections %d, resume headers %q, sser-lost %q)\n", r.name, d, want, n, res, lost)
+				if len(pubs) > 0 {
+					fmt.Fprintf(&b, "  %q\n", check(r.messages(), pubs...).problems)
+				}
 			}
 		}
 		return b.String()

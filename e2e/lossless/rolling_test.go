@@ -95,7 +95,7 @@ func TestRollingRestart(t *testing.T) {
 	took := time.Since(pubStart)
 	t.Logf("published %d events in %s (%.0f events/s) from %d publishers", published, took.Round(time.Millisecond), float64(published)/took.Seconds(), len(pubs))
 
-	waitAll(t, deadline, recs, published)
+	waitAll(t, deadline, recs, published, pubs...)
 
 	minRecv, maxRecv, dups, missing, disorder, cross, reconnects := published*10, 0, 0, 0, 0, 0, 0
 	resumes := map[string]int{}
