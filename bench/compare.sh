@@ -8,7 +8,7 @@
 #   EVENTS    events in the max-rate fan-out scenario (default 1000)
 #   SUBS      subscribers in the fan-out and latency scenarios (default 1000)
 #   LAT_RATE  events/s in the latency scenario (default 25; go-sse's ceiling
-#             with 1000 subscribers here is about 50)
+#             with 1000 subscribers here is 60-90)
 #   IDLE      idle connection counts to measure (default "100 1000 10000")
 #   OUT       directory for runs.jsonl and table.md (default a new temp dir)
 set -o errexit -o nounset -o pipefail
