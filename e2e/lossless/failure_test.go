@@ -3,7 +3,6 @@ package lossless
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -210,11 +209,6 @@ func TestRetriedBatchDeliveredOnce(t *testing.T) {
 // history, so r2's subscribers can get them.
 func TestOriginKilledBeforeReachingAPeer(t *testing.T) {
 	skipShort(t)
-	if os.Getenv("SSER_KNOWN_BUGS") != "1" {
-		t.Skip("bug: a replica learns of an origin's events only from that origin's own sends or a later seq gap, " +
-			"so the tail that a dead origin had sent to some peers but not to this one never arrives (no anti-entropy " +
-			"between survivors) and its subscribers are not told; SSER_KNOWN_BUGS=1 runs it")
-	}
 	c := newCluster(t, 3)
 	c.startAll()
 	holder := subscribe(t, "holder@r1", c.eventsURL(1))

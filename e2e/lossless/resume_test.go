@@ -3,7 +3,6 @@ package lossless
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -164,10 +163,6 @@ func TestResumeBeyondHistory(t *testing.T) {
 // as their peer queues could deliver them.
 func TestReplayedIDCoversResumePoint(t *testing.T) {
 	skipShort(t)
-	if os.Getenv("SSER_KNOWN_BUGS") != "1" {
-		t.Skip("bug: a replayed frame's id is the replica's position when it applied the event, not merged with " +
-			"the client's resume point, so it can step back for other origins (see the test's comment); SSER_KNOWN_BUGS=1 runs it")
-	}
 	c := newCluster(t, 2)
 	c.startAll()
 	ev := func(origin string, seq int) map[string]any {

@@ -26,6 +26,7 @@ func (s *ServerImpl) internalRouter() http.Handler {
 	r.Handle(PeerEndpointURLPath, s.eventsEndpoint("send", false))
 	r.Handle(PublishURLPath, s.eventsEndpoint("publish", true))
 	r.HandleFunc(HistoryURLPath, s.only("history", s.serveHistory, http.MethodGet))
+	r.HandleFunc(OriginsURLPath, s.only("origins", s.serveOrigins, http.MethodGet))
 	r.HandleFunc("/healthz", s.only("healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}, http.MethodGet, http.MethodHead))

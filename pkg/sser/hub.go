@@ -326,9 +326,13 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		res.lost = h.lostSinceLocked(sub.streams, from)
 		missed := h.missedLocked(sub.streams, from)
 		for _, e := range missed {
+			// Replicas apply different origins in different orders, so the
+			// position this replica had after e may lack some of what the
+			// client had before it resumed: its id must cover both, or a
+			// client that stops mid-replay would get events twice later.
 			frame := e.frame
-			if sub.ahead != nil {
-				frame = appendFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev)
+			if !e.pos.covers(from) {
+				frame = appendFrame(nil, e.pos.merge(from).String(), &e.ev)
 			}
 			frames = append(frames, frame)
 		}
@@ -534,6 +538,50 @@ func (h *hub) sweep() {
 			}
 		}
 	}
+}
+
+// divergence compares a peer's knowledge of origins with ours and returns
+// the ranges that peer holds and we lack, for origins we have not heard
+// from for quiet (so not merely in flight). This is how the tail of an
+// origin that died before reaching every peer still gets everywhere: the
+// dead origin never sends again, so no seq gap would ever show it.
+func (h *hub) divergence(peer []OriginInfo, self string, quiet time.Duration) []gapRequest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.warming || h.closed {
+		return nil
+	}
+	now := h.now()
+	var gaps []gapRequest
+	for _, info := range peer {
+		if info.Origin == self || !validOrigin(info.Origin) || info.Last == 0 {
+			continue
+		}
+		st := h.origins[info.Origin]
+		if st == nil {
+			st = &originState{last: info.Base, base: info.Base, lastAt: now.Add(-quiet - 1)}
+			h.origins[info.Origin] = st
+		}
+		if info.Last <= st.last || st.repairing != 0 || len(st.pending) > 0 || now.Sub(st.lastAt) <= quiet {
+			continue
+		}
+		st.repairing = info.Last
+		gaps = append(gaps, gapRequest{origin: info.Origin, after: st.last, upTo: info.Last})
+	}
+	return gaps
+}
+
+// origins lists what this replica knows of each origin in its position.
+func (h *hub) originInfos() []OriginInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]OriginInfo, 0, len(h.origins))
+	for origin, st := range h.origins {
+		if st.inPosition {
+			out = append(out, OriginInfo{Origin: origin, Last: st.last, Base: st.base, LostUpTo: st.lostUpTo})
+		}
+	}
+	return out
 }
 
 // historyLen is the number of events held, for the metrics.

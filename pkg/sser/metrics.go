@@ -54,7 +54,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
 	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_resumes_total", Help: "Subscriptions that gave a Last-Event-ID, by result (exact, lost)."}, []string{"result"})
 	m.historyEvicted = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_history_evicted_total", Help: "Events evicted from history by its size or age limit."})
-	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_gap_repairs_total", Help: "Seq gap repairs, by result."}, []string{"result"})
+	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_gap_repairs_total", Help: "Gap repairs, by result (repaired, failed; anti_entropy counts repairs started by comparing notes with a peer)."}, []string{"result"})
 	m.warmups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_warmups_total", Help: "Start-up history warm-ups, by result (copied from a peer, or empty)."}, []string{"result"})
 	m.badRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_bad_requests_total", Help: "Requests answered with a 4xx, by endpoint and status."}, []string{"endpoint", "code"})
 	m.peers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_peers", Help: "Replicas in the current peer set, this one included."})

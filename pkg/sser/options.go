@@ -70,6 +70,11 @@ type Options struct {
 	// a peer before it reports ready (default 15s; negative skips warm-up).
 	WarmUpTimeout time.Duration
 
+	// AntiEntropyInterval is how often the replica compares notes with a
+	// random peer to fetch events of quiet origins it lacks (default 2s;
+	// negative disables).
+	AntiEntropyInterval time.Duration
+
 	// Registry receives the metrics; default a new registry with the Go and
 	// process collectors, served on /metrics.
 	Registry *prometheus.Registry
@@ -109,6 +114,7 @@ func (o *Options) setDefaults() {
 	def(&o.PeerBackoffMax, 5*time.Second)
 	def(&o.HistoryAge, DefaultHistoryAge)
 	def(&o.WarmUpTimeout, 15*time.Second)
+	def(&o.AntiEntropyInterval, 2*time.Second)
 	defInt(&o.SubscriberQueue, DefaultSubscriberQueue)
 	defInt(&o.PeerQueue, DefaultPeerQueue)
 	defInt(&o.PeerBatch, DefaultPeerBatch)

@@ -183,6 +183,13 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.opts.AntiEntropyInterval > 0 && s.opts.HistorySize > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.antiEntropy(ctx)
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
