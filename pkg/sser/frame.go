@@ -41,6 +41,13 @@ func appendFrame(dst []byte, id string, ev *Event) []byte {
 	return append(dst, '\n')
 }
 
+// encodeFrame is appendFrame into a buffer sized for the frame, so the
+// per-event encoding allocates once.
+func encodeFrame(id string, ev *Event) []byte {
+	n := len(id) + len(ev.Event) + len(ev.Msg) + 24 + 7*strings.Count(ev.Msg, "\n")
+	return appendFrame(make([]byte, 0, n), id, ev)
+}
+
 // appendIDFrame encodes a frame that only sets the client's last event ID.
 // Per the SSE spec it updates EventSource.lastEventId without dispatching an
 // event, so a client that disconnects before its first event still resumes

@@ -125,8 +125,8 @@ func (h *hub) applyOneLocked(ev Event, now time.Time, source string) (gapRequest
 	if ev.Origin == "" {
 		// Seed format: delivered live to this replica only, with no id and no
 		// history, since no other replica can know of it.
-		h.m.eventsIn.WithLabelValues(source).Inc()
-		h.deliverLocked(&histEntry{ev: ev, frame: appendFrame(nil, "", &ev)}, false)
+		h.m.applied(source).Inc()
+		h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev)}, false)
 		return gapRequest{}, false
 	}
 	st := h.origins[ev.Origin]
@@ -159,7 +159,7 @@ func (h *hub) applyOneLocked(ev Event, now time.Time, source string) (gapRequest
 		}
 		return gapRequest{}, false
 	}
-	h.m.eventsIn.WithLabelValues(source).Inc()
+	h.m.applied(source).Inc()
 	h.applyInOrderLocked(st, ev, now)
 	h.drainPendingLocked(st, now)
 	return gapRequest{}, false
@@ -173,7 +173,7 @@ func (h *hub) applyInOrderLocked(st *originState, ev Event, now time.Time) {
 	h.pos = h.pos.with(ev.Origin, ev.Seq)
 	h.posID = h.pos.String()
 	h.idx++
-	e := &histEntry{idx: h.idx, ev: ev, pos: h.pos, frame: appendFrame(nil, h.posID, &ev), at: now}
+	e := &histEntry{idx: h.idx, ev: ev, pos: h.pos, frame: encodeFrame(h.posID, &ev), at: now}
 	h.deliverLocked(e, h.historySize > 0)
 }
 
@@ -184,7 +184,7 @@ func (h *hub) drainPendingLocked(st *originState, now time.Time) {
 			break
 		}
 		delete(st.pending, next.Seq)
-		h.m.eventsIn.WithLabelValues("reordered").Inc()
+		h.m.applied("reordered").Inc()
 		h.applyInOrderLocked(st, next, now)
 	}
 	if st.repairing != 0 && st.last >= st.repairing {
@@ -211,6 +211,8 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 			h.m.historyEvicted.Add(float64(n))
 		}
 	}
+	queued := 0
+	defer func() { h.m.framesQueued.Add(float64(queued)) }()
 	for sub := range ss.subs {
 		frame := e.frame
 		if sub.ahead != nil {
@@ -225,7 +227,7 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 			h.removeLocked(sub, reasonOverflow)
 			continue
 		}
-		h.m.framesQueued.Inc()
+		queued++
 	}
 }
 

@@ -2,6 +2,7 @@ package sser
 
 import (
 	"encoding/json"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +18,7 @@ type metrics struct {
 	subscriberClosed *prometheus.CounterVec
 	eventsPublished  prometheus.Counter
 	eventsIn         *prometheus.CounterVec
+	appliedBySource  sync.Map // source -> prometheus.Counter
 	eventsDuplicate  prometheus.Counter
 	eventsLost       prometheus.Counter
 	framesQueued     prometheus.Counter
@@ -68,6 +70,17 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		f(c)
 	}
 	return m
+}
+
+// applied is the applied-events counter of source, resolved once per
+// source instead of hashing the label on every event.
+func (m *metrics) applied(source string) prometheus.Counter {
+	if c, ok := m.appliedBySource.Load(source); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.eventsIn.WithLabelValues(source)
+	m.appliedBySource.Store(source, c)
+	return c
 }
 
 // forgetPeer removes a departed peer's series, so /metrics shows it gone.

@@ -97,17 +97,20 @@ func (p position) String() string {
 	if len(p) == 0 {
 		return ""
 	}
-	var b strings.Builder
-	b.Grow(len(p) * 16)
+	n := 0
+	for _, e := range p {
+		n += len(e.origin) + 15
+	}
+	b := make([]byte, 0, n)
 	for i, e := range p {
 		if i > 0 {
-			b.WriteByte('-')
+			b = append(b, '-')
 		}
-		b.WriteString(e.origin)
-		b.WriteByte('.')
-		b.WriteString(strconv.FormatUint(e.seq, 36))
+		b = append(b, e.origin...)
+		b = append(b, '.')
+		b = strconv.AppendUint(b, e.seq, 36)
 	}
-	return b.String()
+	return string(b)
 }
 
 // parsePosition decodes an id written by String.

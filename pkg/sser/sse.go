@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -113,12 +114,26 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 	}
 	write := func(frames [][]byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-		n := 0
-		for _, f := range frames {
-			if _, err := w.Write(f); err != nil {
-				return false
+		var n int
+		var err error
+		if len(frames) == 1 {
+			n, err = w.Write(frames[0])
+		} else {
+			// One write per batch: frame by frame, net/http's small buffer
+			// would split a burst into many chunks and syscalls.
+			bp := batchPool.Get().(*[]byte)
+			b := (*bp)[:0]
+			for _, f := range frames {
+				b = append(b, f...)
 			}
-			n += len(f)
+			n, err = w.Write(b)
+			if cap(b) <= maxPooledBatch {
+				*bp = b[:0]
+				batchPool.Put(bp)
+			}
+		}
+		if err != nil {
+			return false
 		}
 		if err := rc.Flush(); err != nil {
 			return false
@@ -158,6 +173,11 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 		}
 	}
 }
+
+// batchPool holds the buffers a writer joins a batch of frames into.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+const maxPooledBatch = 1 << 20
 
 // corsHeaders sets the CORS answer for an allowed Origin; true when set.
 func (s *ServerImpl) corsHeaders(w http.ResponseWriter, r *http.Request) bool {
