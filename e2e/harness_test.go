@@ -68,11 +68,7 @@ func TestMain(m *testing.M) {
 func controlPlane(t *testing.T) *rest.Config {
 	t.Helper()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		const msg = "KUBEBUILDER_ASSETS is not set: no real kube-apiserver/etcd for the e2e tests (run `make e2e`)"
-		if os.Getenv("SSER_REQUIRE_REAL") == "1" {
-			t.Fatal(msg + " and SSER_REQUIRE_REAL=1")
-		}
-		t.Skip(msg)
+		testproc.RequireReal(t, "KUBEBUILDER_ASSETS is not set: no real kube-apiserver/etcd for the e2e tests (run `make e2e`)")
 	}
 	envOnce.Do(func() {
 		start := time.Now()

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sser-dev/sser/internal/testproc"
 )
 
 // browserPage subscribes with EventSource, shows each event in #log as sser's
@@ -99,11 +101,7 @@ func findChromium(t *testing.T) string {
 			return p
 		}
 	}
-	msg := "Chromium not found (hack/install-chromium.sh installs Debian's chromium; SSER_CHROMIUM names another)"
-	if os.Getenv("SSER_REQUIRE_REAL") == "1" {
-		t.Fatal(msg + " and SSER_REQUIRE_REAL=1")
-	}
-	t.Skip(msg)
+	testproc.RequireReal(t, "Chromium not found (hack/install-chromium.sh installs Debian's chromium; SSER_CHROMIUM names another)")
 	return ""
 }
 

@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -394,11 +393,7 @@ func TestRunSubResumesAcrossReplicaRestart(t *testing.T) {
 	for _, ip := range []string{ipA, ipB} {
 		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
-			msg := "cannot bind " + ip + " (needs Linux loopback 127.0.0.0/8): " + err.Error()
-			if os.Getenv("SSER_REQUIRE_REAL") == "1" {
-				t.Fatal(msg + " and SSER_REQUIRE_REAL=1")
-			}
-			t.Skip(msg)
+			testproc.RequireReal(t, "cannot bind %s (needs Linux loopback 127.0.0.0/8): %v", ip, err)
 		}
 		_ = ln.Close()
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sser-dev/sser/internal/testproc"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -52,11 +54,7 @@ func requireAssets(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") != "" {
 		return
 	}
-	const msg = "KUBEBUILDER_ASSETS is not set: no real kube-apiserver/etcd (run `make envtest-assets`, or `make test-envtest`)"
-	if os.Getenv("SSER_REQUIRE_REAL") == "1" {
-		t.Fatal(msg + " and SSER_REQUIRE_REAL=1")
-	}
-	t.Skip(msg)
+	testproc.RequireReal(t, "KUBEBUILDER_ASSETS is not set: no real kube-apiserver/etcd (run `make envtest-assets`, or `make test-envtest`)")
 }
 
 // realAPIServer returns an admin config for the package's shared control

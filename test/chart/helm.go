@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sser-dev/sser/internal/testproc"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -23,11 +25,7 @@ import (
 // SSER_REQUIRE_REAL=1 says every real part must be there (as in CI).
 func RequireReal(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("SSER_REQUIRE_REAL") == "1" {
-		t.Fatalf("%s (SSER_REQUIRE_REAL=1)", msg)
-	}
-	t.Skip(msg)
+	testproc.RequireReal(t, format, args...)
 }
 
 // Helm returns the helm binary: $SSER_HELM, else helm on PATH. It skips (or
