@@ -163,7 +163,9 @@ func Start(t testing.TB, cfg Config) *Replica {
 		exited:      make(chan struct{}),
 	}
 	r.cmd = exec.Command(Binary(t), args...)
-	r.cmd.Env = append(os.Environ(), cfg.Env...)
+	// A -race binary otherwise sleeps a second at exit, which would blur
+	// drain and exit timings; races are still reported.
+	r.cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), cfg.Env...)
 	r.cmd.Stdout = r.logs
 	r.cmd.Stderr = r.logs
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

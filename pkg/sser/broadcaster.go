@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // PeerHeader carries the sending replica's own IP on peer requests, so the
@@ -46,7 +47,7 @@ func newBroadcaster(log logr.Logger, m *metrics, opts *Options, self string, por
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   false,
 	}
-	return &broadcaster{
+	b := &broadcaster{
 		log:     log,
 		m:       m,
 		client:  &http.Client{Transport: tr},
@@ -55,6 +56,8 @@ func newBroadcaster(log logr.Logger, m *metrics, opts *Options, self string, por
 		opts:    opts,
 		senders: make(map[string]*peerSender),
 	}
+	m.registry.MustRegister(queueCollector{b})
+	return b
 }
 
 // setPeers starts senders for new peers and stops those for peers that left.
@@ -131,6 +134,26 @@ func (b *broadcaster) stop() {
 	b.client.CloseIdleConnections()
 }
 
+// queueCollector reports each peer's queue depth at scrape time, so a peer
+// whose queue only grows is visible without a metric update per event.
+type queueCollector struct{ b *broadcaster }
+
+var peerQueueDesc = prometheus.NewDesc("sser_peer_queue_length", "Events waiting to be sent to a peer.", []string{"peer"}, nil)
+
+func (c queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- peerQueueDesc }
+
+func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
+	c.b.mu.Lock()
+	senders := make([]*peerSender, 0, len(c.b.senders))
+	for _, s := range c.b.senders {
+		senders = append(senders, s)
+	}
+	c.b.mu.Unlock()
+	for _, s := range senders {
+		ch <- prometheus.MustNewConstMetric(peerQueueDesc, prometheus.GaugeValue, float64(s.queued()), s.ip)
+	}
+}
+
 // peerSender delivers this replica's events to one peer, in order: one POST
 // at a time carrying everything queued (up to a batch limit), retried with
 // backoff until it succeeds or the peer leaves the set.
@@ -144,6 +167,7 @@ type peerSender struct {
 
 	mu          sync.Mutex
 	queue       []Event
+	inflight    int // events of the batch being sent
 	dropped     int // since the last log line
 	lastDropLog time.Time
 }
@@ -170,10 +194,11 @@ func (s *peerSender) enqueue(ev Event) {
 	}
 }
 
+// queued counts the events not yet delivered, the batch in flight included.
 func (s *peerSender) queued() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue)
+	return len(s.queue) + s.inflight
 }
 
 func (s *peerSender) take() []Event {
@@ -184,6 +209,7 @@ func (s *peerSender) take() []Event {
 		return nil
 	}
 	batch := make([]Event, n)
+	s.inflight = n
 	copy(batch, s.queue[:n])
 	clear(s.queue[:n])
 	s.queue = s.queue[n:]
@@ -204,7 +230,11 @@ func (s *peerSender) run(ctx context.Context) {
 				continue
 			}
 		}
-		if !s.deliver(ctx, batch) {
+		ok := s.deliver(ctx, batch)
+		s.mu.Lock()
+		s.inflight = 0
+		s.mu.Unlock()
+		if !ok {
 			return
 		}
 	}
