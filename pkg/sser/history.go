@@ -1,6 +1,9 @@
 package sser
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // histEntry is one applied event as this replica delivered it.
 type histEntry struct {
@@ -51,8 +54,18 @@ func (r *ring) popFront() *histEntry {
 // streamState is one stream on this replica: its live subscribers and its
 // recent history.
 type streamState struct {
+	// fanMu orders the fan-out of this stream's events to subs. An applier
+	// takes it before it lets go of the hub's lock, so events reach the
+	// stream's subscribers in apply order while other streams fan out at
+	// the same time.
+	fanMu sync.Mutex
+	// subs are the subscribers of this stream alone. Changed with both the
+	// hub's lock and fanMu held; read by the fan-out under fanMu.
 	subs map[*subscriber]struct{}
-	hist ring
+	// multi are subscribers of several streams. They are served under the
+	// hub's lock, which keeps one apply order across all their streams.
+	multi map[*subscriber]struct{}
+	hist  ring
 	// evicted is, per origin, the highest seq that left this stream's history.
 	// A client resuming from below it has lost events, and is told so.
 	evicted map[string]uint64
@@ -86,4 +99,12 @@ func (ss *streamState) trim(size int, age time.Duration, now time.Time) int {
 		}
 	}
 	return n
+}
+
+func newStreamState() *streamState {
+	return &streamState{subs: make(map[*subscriber]struct{}), multi: make(map[*subscriber]struct{})}
+}
+
+func (ss *streamState) idle() bool {
+	return len(ss.subs) == 0 && len(ss.multi) == 0 && ss.hist.len() == 0
 }

@@ -40,10 +40,13 @@ type gapRequest struct {
 }
 
 // hub holds the streams and subscribers of one replica and applies events in
-// per-origin order. Applying is serialized (one mutex): the position vector
+// per-origin order. Sequencing is serialized (one mutex): the position vector
 // after each event is then well defined and identical for all subscribers, so
-// each frame is encoded once. The expensive work, writing to sockets, happens
-// in each subscriber's own writer, outside the lock.
+// each frame is encoded once. Queueing the frame to a stream's subscribers is
+// sharded by stream (streamState.fanMu) and runs after the hub's lock is
+// released; only subscribers of several streams are served under it, since
+// their frames must follow one apply order across streams. Writing to
+// sockets happens in each subscriber's own writer, outside both.
 type hub struct {
 	log         logr.Logger
 	m           *metrics
@@ -64,9 +67,17 @@ type hub struct {
 	draining bool
 	drainEnd time.Time
 	closed   bool
+	// fanout is the delivery work to do for single-stream subscribers once
+	// the lock is released (see unlockAndFanOut).
+	fanout []fanItem
 	// warming holds applied events in held until the warm-up snapshot is in.
 	warming bool
 	held    []heldBatch
+}
+
+type fanItem struct {
+	ss *streamState
+	e  *histEntry
 }
 
 type heldBatch struct {
@@ -104,8 +115,79 @@ func (h *hub) apply(events []Event, source string) {
 			gaps = append(gaps, g)
 		}
 	}
-	h.mu.Unlock()
+	h.unlockAndFanOut()
 	h.requestRepairs(gaps)
+}
+
+// unlockAndFanOut releases the hub's lock and delivers what the locked
+// section applied to single-stream subscribers. The streams' fan-out locks
+// are taken before the hub's lock is released, so each stream still sees
+// its events in apply order, but the work per subscriber (the bulk of the
+// delivery) runs without the hub's lock: other streams apply and fan out
+// meanwhile.
+func (h *hub) unlockAndFanOut() {
+	items := h.fanout
+	h.fanout = nil
+	if len(items) == 0 {
+		h.mu.Unlock()
+		return
+	}
+	var held []*streamState
+	for _, it := range items {
+		if !slices.Contains(held, it.ss) {
+			it.ss.fanMu.Lock()
+			held = append(held, it.ss)
+		}
+	}
+	h.mu.Unlock()
+	var overflow []*subscriber
+	queued := 0
+	for _, it := range items {
+		for sub := range it.ss.subs {
+			if q, ok := h.pushTo(sub, it.e); !ok {
+				overflow = append(overflow, sub)
+			} else {
+				queued += q
+			}
+		}
+	}
+	for _, ss := range held {
+		ss.fanMu.Unlock()
+	}
+	h.m.framesQueued.Add(float64(queued))
+	if len(overflow) > 0 {
+		h.mu.Lock()
+		for _, sub := range overflow {
+			h.overflowLocked(sub)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// pushTo queues e's frame to sub: the count queued (0 when the client
+// already has e), and false when sub's queue is full. sub.ahead is only
+// touched by the one goroutine serving sub's stream at a time.
+func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
+	frame := e.frame
+	if sub.ahead != nil {
+		var ok bool
+		if frame, ok = aheadFrame(sub, e); !ok {
+			return 0, true
+		}
+	}
+	if !sub.push(frame) {
+		return 0, false
+	}
+	return 1, true
+}
+
+func (h *hub) overflowLocked(sub *subscriber) {
+	if _, ok := h.subs[sub]; !ok {
+		return
+	}
+	h.m.subscriberClosed.WithLabelValues(reasonOverflow.String()).Inc()
+	h.log.V(1).Info("subscriber fell behind its queue, disconnecting it", "streams", sub.streams, "queue", sub.maxQueue)
+	h.removeLocked(sub, reasonOverflow)
 }
 
 func (h *hub) requestRepairs(gaps []gapRequest) {
@@ -202,7 +284,7 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 		if !keep {
 			return
 		}
-		ss = &streamState{subs: make(map[*subscriber]struct{})}
+		ss = newStreamState()
 		h.streams[e.ev.Stream] = ss
 	}
 	if keep {
@@ -211,29 +293,24 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 			h.m.historyEvicted.Add(float64(n))
 		}
 	}
+	if len(ss.subs) > 0 {
+		h.fanout = append(h.fanout, fanItem{ss, e})
+	}
 	queued := 0
-	defer func() { h.m.framesQueued.Add(float64(queued)) }()
-	for sub := range ss.subs {
-		frame := e.frame
-		if sub.ahead != nil {
-			var ok bool
-			if frame, ok = h.aheadFrameLocked(sub, e); !ok {
-				continue
-			}
-		}
-		if !sub.push(frame) {
-			h.m.subscriberClosed.WithLabelValues(reasonOverflow.String()).Inc()
-			h.log.V(1).Info("subscriber fell behind its queue, disconnecting it", "streams", sub.streams, "queue", sub.maxQueue)
-			h.removeLocked(sub, reasonOverflow)
+	for sub := range ss.multi {
+		q, ok := h.pushTo(sub, e)
+		if !ok {
+			h.overflowLocked(sub)
 			continue
 		}
-		queued++
+		queued += q
 	}
+	h.m.framesQueued.Add(float64(queued))
 }
 
-// aheadFrameLocked gives the frame for a subscriber whose resume point is
-// past this replica's position, or false when the client already has e.
-func (h *hub) aheadFrameLocked(sub *subscriber, e *histEntry) ([]byte, bool) {
+// aheadFrame gives the frame for a subscriber whose resume point is past
+// this replica's position, or false when the client already has e.
+func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 	if e.ev.Origin != "" && e.ev.Seq <= sub.ahead.get(e.ev.Origin) {
 		return nil, false
 	}
@@ -241,7 +318,7 @@ func (h *hub) aheadFrameLocked(sub *subscriber, e *histEntry) ([]byte, bool) {
 		return e.frame, true
 	}
 	frame := appendFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev)
-	if h.pos.covers(sub.ahead) {
+	if e.pos.covers(sub.ahead) {
 		sub.ahead = nil
 	}
 	return frame, true
@@ -256,10 +333,10 @@ func (h *hub) fill(events []Event) {
 // arrived is counted as lost and the events held behind the gap go out.
 func (h *hub) giveUp(origin string, upTo uint64) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if st := h.origins[origin]; st != nil {
 		h.giveUpLocked(origin, st, upTo)
 	}
+	h.unlockAndFanOut()
 }
 
 func (h *hub) giveUpLocked(origin string, st *originState, upTo uint64) {
@@ -351,10 +428,18 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	for _, name := range sub.streams {
 		ss := h.streams[name]
 		if ss == nil {
-			ss = &streamState{subs: make(map[*subscriber]struct{})}
+			ss = newStreamState()
 			h.streams[name] = ss
 		}
+		if len(sub.streams) > 1 {
+			ss.multi[sub] = struct{}{}
+			continue
+		}
+		// Wait out a fan-out in progress: its event is already in this
+		// client's replay or before its position, never in both.
+		ss.fanMu.Lock()
 		ss.subs[sub] = struct{}{}
+		ss.fanMu.Unlock()
 	}
 	h.subs[sub] = struct{}{}
 	if h.draining {
@@ -433,8 +518,14 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 	delete(h.subs, sub)
 	for _, name := range sub.streams {
 		if ss := h.streams[name]; ss != nil {
-			delete(ss.subs, sub)
-			if len(ss.subs) == 0 && ss.hist.len() == 0 {
+			if len(sub.streams) > 1 {
+				delete(ss.multi, sub)
+			} else {
+				ss.fanMu.Lock()
+				delete(ss.subs, sub)
+				ss.fanMu.Unlock()
+			}
+			if ss.idle() {
 				delete(h.streams, name)
 			}
 		}
@@ -511,7 +602,7 @@ func (h *hub) sweep() {
 		if n := ss.trim(h.historySize, h.historyAge, now); n > 0 {
 			h.m.historyEvicted.Add(float64(n))
 		}
-		if len(ss.subs) == 0 && ss.hist.len() == 0 {
+		if ss.idle() {
 			delete(h.streams, name)
 		}
 	}

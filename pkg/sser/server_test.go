@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -513,5 +514,64 @@ func TestReadyzAndDrainSpread(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(ts.m.subscriberClosed.WithLabelValues("drain")); got != n {
 		t.Errorf("drain closes counted %v, want %d", got, n)
+	}
+}
+
+// Streams fan out in parallel; each subscriber must still see every origin
+// in seq order, and ids that never step back, whether it follows one stream
+// or several.
+func TestConcurrentStreamsKeepOrder(t *testing.T) {
+	ts := startServer(t, Options{SubscriberQueue: 100000})
+	const streams, per = 4, 400
+	multi := ssetest.Dial(t, ts.url("stream=c0&stream=c1&stream=c2&stream=c3"), "")
+	singles := make([]*ssetest.Sub, streams)
+	for i := range singles {
+		singles[i] = ssetest.Dial(t, ts.url("stream=c"+strconv.Itoa(i)), "")
+	}
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			origin := "o" + strconv.Itoa(i)
+			for n := 1; n <= per; n++ {
+				// Each goroutine is an origin on its own stream, and also
+				// writes every tenth event to the next stream.
+				stream := "c" + strconv.Itoa(i)
+				if n%10 == 0 {
+					stream = "c" + strconv.Itoa((i+1)%streams)
+				}
+				if err := ts.Deliver(Event{Stream: stream, Msg: origin + "-" + strconv.Itoa(n), Origin: origin, Seq: uint64(n)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	check := func(name string, evs []ssetest.Event, want int) {
+		t.Helper()
+		if len(evs) != want {
+			t.Fatalf("%s: %d events, want %d", name, len(evs), want)
+		}
+		last := map[string]int{}
+		var prev position
+		for _, ev := range evs {
+			origin, nText, _ := strings.Cut(ev.Data, "-")
+			n, _ := strconv.Atoi(nText)
+			if n <= last[origin] {
+				t.Fatalf("%s: %s after %s-%d", name, ev.Data, origin, last[origin])
+			}
+			last[origin] = n
+			pos, err := parsePosition(ev.ID)
+			if err != nil || !pos.covers(prev) {
+				t.Fatalf("%s: id %q steps back from %q", name, ev.ID, prev)
+			}
+			prev = pos
+		}
+	}
+	check("multi", multi.Collect(streams*per, 20*time.Second), streams*per)
+	for i, s := range singles {
+		check("c"+strconv.Itoa(i), s.Collect(per, 20*time.Second), per)
 	}
 }

@@ -129,7 +129,7 @@ func (h *hub) finishWarming(snap *Snapshot) error {
 			}
 		}
 	}
-	h.mu.Unlock()
+	h.unlockAndFanOut()
 	h.requestRepairs(gaps)
 	return err
 }
@@ -158,7 +158,7 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		}
 		ss := h.streams[se.Stream]
 		if ss == nil {
-			ss = &streamState{subs: make(map[*subscriber]struct{})}
+			ss = newStreamState()
 			h.streams[se.Stream] = ss
 		}
 		h.idx++
