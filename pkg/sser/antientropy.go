@@ -4,7 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
-	"time"
 )
 
 // OriginsURLPath serves what this replica knows of each origin (the last
@@ -32,31 +31,16 @@ func (s *ServerImpl) serveOrigins(w http.ResponseWriter, r *http.Request) {
 // its last events.
 func (s *ServerImpl) antiEntropy(ctx context.Context) {
 	interval := s.opts.AntiEntropyInterval
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	every(ctx, interval, func() {
+		peers := s.otherPeers()
+		if !s.warm.Load() || len(peers) == 0 {
 			return
-		case <-t.C:
-		}
-		if !s.warm.Load() {
-			continue
-		}
-		var peers []string
-		for _, p := range s.bc.currentPeers() {
-			if p != s.opts.PodIP {
-				peers = append(peers, p)
-			}
-		}
-		if len(peers) == 0 {
-			continue
 		}
 		peer := peers[rand.N(len(peers))]
 		var ans originsAnswer
 		if err := s.getJSON(ctx, s.peerURL(peer, OriginsURLPath, nil), &ans); err != nil {
 			s.log.V(1).Info("anti-entropy: peer did not answer", "peer", peer, "error", err.Error())
-			continue
+			return
 		}
 		gaps := s.hub.divergence(ans.Origins, s.origin, 2*interval)
 		for _, g := range gaps {
@@ -65,5 +49,5 @@ func (s *ServerImpl) antiEntropy(ctx context.Context) {
 			s.m.repairs.WithLabelValues("anti_entropy").Inc()
 		}
 		s.hub.requestRepairs(gaps)
-	}
+	})
 }

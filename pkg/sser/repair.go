@@ -168,17 +168,12 @@ func (s *ServerImpl) getJSON(ctx context.Context, u string, v any) error {
 // warmUp copies recent history from a ready peer before this replica says
 // it is ready, so a client that resumes here after a scale-up or a restart
 // still gets what it missed. With no peer to copy from it starts empty.
-func (s *ServerImpl) warmUp(ctx context.Context, peers []string) {
+func (s *ServerImpl) warmUp(ctx context.Context) {
 	var snap *Snapshot
 	var from string
 	deadline := time.Now().Add(s.opts.WarmUpTimeout)
 	for attempt := 0; snap == nil && time.Now().Before(deadline) && ctx.Err() == nil; attempt++ {
-		candidates := make([]string, 0, len(peers))
-		for _, p := range s.bc.currentPeers() {
-			if p != s.opts.PodIP {
-				candidates = append(candidates, p)
-			}
-		}
+		candidates := s.otherPeers()
 		if len(candidates) == 0 {
 			break
 		}

@@ -151,13 +151,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 	s.bc.setPeers(ctx, peers)
 	s.log.Info("peer set known", "peers", peers, "self", s.opts.PodIP, "origin", s.origin)
 	s.ready.Store(true)
-	others := 0
-	for _, p := range peers {
-		if p != s.opts.PodIP {
-			others++
-		}
-	}
-	if others == 0 || s.opts.HistorySize == 0 || s.opts.WarmUpTimeout < 0 {
+	if len(s.otherPeers()) == 0 || s.opts.HistorySize == 0 || s.opts.WarmUpTimeout < 0 {
 		_ = s.hub.finishWarming(nil)
 		s.setWarm()
 	} else {
@@ -166,7 +160,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		s.bgMu.Unlock()
 		go func() {
 			defer s.bg.Done()
-			s.warmUp(ctx, peers)
+			s.warmUp(ctx)
 		}()
 	}
 
@@ -208,17 +202,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		every := min(max(s.opts.HistoryAge/10, time.Second), 30*time.Second)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.hub.sweep()
-			}
-		}
+		every(ctx, min(max(s.opts.HistoryAge/10, time.Second), 30*time.Second), s.hub.sweep)
 	}()
 	go func() {
 		<-ctx.Done()
@@ -340,5 +324,31 @@ func (s *ServerImpl) Drain(ctx context.Context, window time.Duration) {
 func (s *ServerImpl) setWarm() {
 	if s.warm.CompareAndSwap(false, true) {
 		close(s.warmCh)
+	}
+}
+
+// otherPeers is the current peer set without this replica.
+func (s *ServerImpl) otherPeers() []string {
+	peers := s.bc.currentPeers()
+	out := peers[:0]
+	for _, p := range peers {
+		if p != s.opts.PodIP {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
 	}
 }
