@@ -3,7 +3,9 @@ package app
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"path"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -39,6 +41,16 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 	}
 	if o.HistorySize == 0 {
 		so.HistorySize = -1
+	}
+	if patterns := o.AllowedStreams; len(patterns) > 0 {
+		so.AllowStream = func(_ *http.Request, stream string) bool {
+			for _, p := range patterns {
+				if ok, _ := path.Match(p, stream); ok {
+					return true
+				}
+			}
+			return false
+		}
 	}
 	kind := o.PeerFinder
 	if kind == FinderAuto {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,7 @@ type Options struct {
 	PeerBackoffMax    time.Duration
 	MaxBodyBytes      int64
 	CORSOrigins       []string
+	AllowedStreams    []string
 	HistorySize       int
 	HistoryAge        time.Duration
 
@@ -200,6 +202,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.dur(&o.WriteTimeout, "write-timeout", "SSER_WRITE_TIMEOUT", "limit on one write to a subscriber")
 	e.integer(&o.SubscriberQueue, "subscriber-queue", "SSER_SUBSCRIBER_QUEUE", "events queued for one subscriber before it is disconnected")
 	e.list(&o.CORSOrigins, "cors-origins", "SSER_CORS_ORIGINS", "browser origins allowed to subscribe cross-origin; * for any")
+	e.list(&o.AllowedStreams, "allowed-streams", "SSER_ALLOWED_STREAMS", "glob patterns (path.Match) of the streams clients may subscribe to; others get 204 No Content (empty allows all)")
 	e.integer(&o.HistorySize, "history-size", "SSER_HISTORY_SIZE", "events kept per stream for resuming clients (0 disables)")
 	e.dur(&o.HistoryAge, "history-age", "SSER_HISTORY_AGE", "how long events are kept for resuming clients")
 	// Peers' queues and bodies.
@@ -239,6 +242,11 @@ func (o *Options) Validate() []error {
 	for _, p := range o.Peers {
 		if net.ParseIP(p) == nil {
 			errs = append(errs, fmt.Errorf("--peers: %q is not an IP address", p))
+		}
+	}
+	for _, pat := range o.AllowedStreams {
+		if _, err := path.Match(pat, ""); err != nil {
+			errs = append(errs, fmt.Errorf("--allowed-streams: bad pattern %q: %w", pat, err))
 		}
 	}
 	if o.PodIP != "" && net.ParseIP(o.PodIP) == nil {

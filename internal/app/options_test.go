@@ -53,6 +53,7 @@ func TestValidateCollectsEveryProblem(t *testing.T) {
 		{"bad addr", func(o *Options) { o.FrontendAddr = "8000" }, []string{"--frontend-addr"}},
 		{"bad finder", func(o *Options) { o.PeerFinder = "dns" }, []string{"--peer-finder"}},
 		{"static needs peers", func(o *Options) { o.PeerFinder = FinderStatic }, []string{"--peers"}},
+		{"bad stream pattern", func(o *Options) { o.AllowedStreams = []string{"news.*", "["} }, []string{"--allowed-streams"}},
 		{"bad peer and pod ip", func(o *Options) { o.Peers = []string{"host"}; o.PodIP = "x" }, []string{"--peers", "--pod-ip"}},
 		{"several", func(o *Options) { o.Heartbeat = 0; o.SubscriberQueue = -1; o.LogLevel = "trace"; o.HistorySize = -2 },
 			[]string{"--heartbeat", "--subscriber-queue", "--log-level", "--history-size"}},

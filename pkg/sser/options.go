@@ -3,6 +3,7 @@ package sser
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -44,6 +45,11 @@ type Options struct {
 	// CORSOrigins lists the origins allowed to subscribe from a browser on
 	// another origin; "*" allows any. Empty sends no CORS headers.
 	CORSOrigins []string
+
+	// AllowStream, when set, decides whether a request may subscribe to a
+	// stream. A refused subscription is answered 204 No Content, which tells
+	// EventSource and other SSE clients to stop reconnecting.
+	AllowStream func(r *http.Request, stream string) bool
 
 	// PeerQueue is how many events may wait for one peer; past it the oldest
 	// are dropped and counted (default 10000).

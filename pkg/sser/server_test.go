@@ -575,3 +575,21 @@ func TestConcurrentStreamsKeepOrder(t *testing.T) {
 		check("c"+strconv.Itoa(i), s.Collect(per, 20*time.Second), per)
 	}
 }
+
+func TestForbiddenStreamGets204(t *testing.T) {
+	ts := startServer(t, Options{AllowStream: func(_ *http.Request, s string) bool { return strings.HasPrefix(s, "public.") }})
+	for _, tt := range []struct {
+		query  string
+		status int
+	}{{"stream=public.news", 200}, {"stream=private.x", 204}, {"stream=public.a&stream=private.b", 204}} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, ts.url(tt.query), nil)
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.query, resp.StatusCode, tt.status)
+		}
+	}
+}

@@ -43,6 +43,17 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 			return
 		}
 	}
+	if allow := s.opts.AllowStream; allow != nil {
+		for _, name := range streams {
+			if !allow(r, name) {
+				// 204 is the SSE way to say "do not reconnect".
+				s.m.badRequests.WithLabelValues("events", "204").Inc()
+				s.log.V(1).Info("subscription refused", "stream", name, "remote", r.RemoteAddr)
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = q.Get(LastEventIDQueryParameterName)
