@@ -38,6 +38,7 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		MaxBodyBytes:      o.MaxBodyBytes,
 		HistorySize:       o.HistorySize,
 		HistoryAge:        o.HistoryAge,
+		InternalToken:     o.InternalToken,
 	}
 	if o.HistorySize == 0 {
 		so.HistorySize = -1

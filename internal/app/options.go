@@ -48,6 +48,7 @@ type Options struct {
 	MaxBodyBytes      int64
 	CORSOrigins       []string
 	AllowedStreams    []string
+	InternalToken     string
 	HistorySize       int
 	HistoryAge        time.Duration
 
@@ -206,6 +207,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.integer(&o.HistorySize, "history-size", "SSER_HISTORY_SIZE", "events kept per stream for resuming clients (0 disables)")
 	e.dur(&o.HistoryAge, "history-age", "SSER_HISTORY_AGE", "how long events are kept for resuming clients")
 	// Peers' queues and bodies.
+	e.str(&o.InternalToken, "internal-token", "SSER_INTERNAL_TOKEN", "when set, required as 'Authorization: Bearer <token>' on the internal event endpoints and sent to peers (prefer the env variable, from a Secret)")
 	e.integer(&o.PeerQueue, "peer-queue", "SSER_PEER_QUEUE", "events queued for one peer before the oldest are dropped")
 	e.integer(&o.PeerBatch, "peer-batch", "SSER_PEER_BATCH", "most events in one POST to a peer")
 	e.dur(&o.PeerTimeout, "peer-timeout", "SSER_PEER_TIMEOUT", "limit on one POST to a peer")

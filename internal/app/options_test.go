@@ -3,6 +3,8 @@ package app
 import (
 	"bytes"
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +101,23 @@ func TestMainUsage(t *testing.T) {
 				t.Errorf("code %d, output %q; want %d and %q", code, out.String(), tt.code, tt.out)
 			}
 		})
+	}
+}
+
+func TestPubSendsTheInternalToken(t *testing.T) {
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Get("Authorization")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"accepted":1}`))
+	}))
+	defer srv.Close()
+	t.Setenv("SSER_INTERNAL_TOKEN", "from-env")
+	var out bytes.Buffer
+	if code := Main(t.Context(), []string{"pub", "--url", srv.URL, "--stream", "s", "hi"}, strings.NewReader(""), &out, &out); code != 0 {
+		t.Fatalf("pub exited %d: %s", code, out.String())
+	}
+	if got != "Bearer from-env" {
+		t.Errorf("Authorization = %q", got)
 	}
 }

@@ -64,6 +64,7 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	stream := fs.String("stream", "", "stream to publish to (required)")
 	event := fs.String("event", "", `SSE event type (default "message")`)
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of each publish request")
+	token := fs.String("token", os.Getenv("SSER_INTERNAL_TOKEN"), "the replicas' internal token, when they require one [SSER_INTERNAL_TOKEN]")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -81,7 +82,7 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fs.Usage()
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	p := &pubClient{url: endpoint, timeout: *timeout, hc: &http.Client{}}
+	p := &pubClient{url: endpoint, timeout: *timeout, token: *token, hc: &http.Client{}}
 	defer p.hc.CloseIdleConnections()
 
 	if fs.NArg() > 0 {
@@ -120,6 +121,7 @@ func pubEndpoint(raw string) (string, error) {
 
 type pubClient struct {
 	url     string
+	token   string
 	timeout time.Duration
 	hc      *http.Client
 }
@@ -136,6 +138,9 @@ func (p *pubClient) publish(ctx context.Context, ev pubEvent) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
+	}
 	resp, err := p.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("publish to %s: %w", p.url, err)

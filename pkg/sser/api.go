@@ -1,6 +1,7 @@
 package sser
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"mime"
@@ -23,10 +24,10 @@ func (s *ServerImpl) MetricsHandler() http.Handler {
 
 func (s *ServerImpl) internalRouter() http.Handler {
 	r := mux.NewRouter()
-	r.Handle(PeerEndpointURLPath, s.eventsEndpoint("send", false))
-	r.Handle(PublishURLPath, s.eventsEndpoint("publish", true))
-	r.HandleFunc(HistoryURLPath, s.only("history", s.serveHistory, http.MethodGet))
-	r.HandleFunc(OriginsURLPath, s.only("origins", s.serveOrigins, http.MethodGet))
+	r.Handle(PeerEndpointURLPath, s.authorized("send", s.eventsEndpoint("send", false)))
+	r.Handle(PublishURLPath, s.authorized("publish", s.eventsEndpoint("publish", true)))
+	r.HandleFunc(HistoryURLPath, s.authorized("history", s.only("history", s.serveHistory, http.MethodGet)))
+	r.HandleFunc(OriginsURLPath, s.authorized("origins", s.only("origins", s.serveOrigins, http.MethodGet)))
 	r.HandleFunc("/healthz", s.only("healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}, http.MethodGet, http.MethodHead))
@@ -49,6 +50,34 @@ func (s *ServerImpl) internalRouter() http.Handler {
 		s.writeError(w, req, "other", http.StatusNotFound, "no such endpoint: "+req.URL.Path, "")
 	})
 	return r
+}
+
+// authorized requires the internal token, when one is set: 401 without
+// credentials, 403 with wrong ones.
+func (s *ServerImpl) authorized(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	if s.opts.InternalToken == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.opts.InternalToken)
+	return func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get("Authorization")
+		switch {
+		case got == "":
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sser"`)
+			s.writeError(w, r, endpoint, http.StatusUnauthorized, "credentials required: Authorization: Bearer <internal token>", "")
+		case subtle.ConstantTimeCompare([]byte(got), want) != 1:
+			s.writeError(w, r, endpoint, http.StatusForbidden, "wrong credentials", "")
+		default:
+			h(w, r)
+		}
+	}
+}
+
+// setAuth adds the internal token to a request to a peer.
+func (s *ServerImpl) setAuth(req *http.Request) {
+	if s.opts.InternalToken != "" {
+		req.Header.Set("Authorization", "Bearer "+s.opts.InternalToken)
+	}
 }
 
 // only answers 405 with Allow for any method but methods.

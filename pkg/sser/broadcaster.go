@@ -292,6 +292,9 @@ func (s *peerSender) post(ctx context.Context, body []byte) error {
 		return permanentError{err}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if t := s.b.opts.InternalToken; t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
+	}
 	if s.b.self != "" {
 		req.Header.Set(PeerHeader, s.b.self)
 	}

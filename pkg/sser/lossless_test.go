@@ -213,3 +213,52 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+func TestInternalTokenGuardsEventEndpoints(t *testing.T) {
+	_, port := testproc.FreePorts(t, "127.0.0.2", "127.0.0.3")
+	peers := []string{"127.0.0.2", "127.0.0.3"}
+	a := startPeer(t, "127.0.0.2", port, peers, Options{InternalToken: "s3cret"})
+	b := startPeer(t, "127.0.0.3", port, peers, Options{InternalToken: "s3cret"})
+	sub := ssetest.Dial(t, b.url("stream=t"), "")
+	for _, tt := range []struct {
+		auth   string
+		status int
+	}{{"", 401}, {"Bearer wrong", 403}, {"Basic czNjcmV0", 403}, {"Bearer s3cret", 200}} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.internal+PublishURLPath, strings.NewReader(`{"stream":"t","msg":"`+tt.auth+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("Authorization %q: status %d, want %d", tt.auth, resp.StatusCode, tt.status)
+		}
+		if tt.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+			t.Error("401 without WWW-Authenticate")
+		}
+	}
+	// Only the authorized publish went out, and a's sender had the token for b.
+	if got := sub.Next(t, 10*time.Second); got.Data != "Bearer s3cret" {
+		t.Errorf("b's subscriber got %q", got.Data)
+	}
+	// Probes stay open (ready once a has warmed up).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(a.internal + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			break
+		}
+		if resp.StatusCode != 503 || time.Now().After(deadline) {
+			t.Fatalf("readyz with a token set: %d", resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

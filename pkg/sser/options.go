@@ -51,6 +51,11 @@ type Options struct {
 	// EventSource and other SSE clients to stop reconnecting.
 	AllowStream func(r *http.Request, stream string) bool
 
+	// InternalToken, when set, is required as "Authorization: Bearer <token>"
+	// on the internal event endpoints (send, publish, history, origins); peers
+	// send it too, so every replica must share it. Probes and metrics stay open.
+	InternalToken string
+
 	// PeerQueue is how many events may wait for one peer; past it the oldest
 	// are dropped and counted (default 10000).
 	PeerQueue int

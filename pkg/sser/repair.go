@@ -150,6 +150,7 @@ func (s *ServerImpl) getJSON(ctx context.Context, u string, v any) error {
 	if s.opts.PodIP != "" {
 		req.Header.Set(PeerHeader, s.opts.PodIP)
 	}
+	s.setAuth(req)
 	resp, err := s.bc.client.Do(req)
 	if err != nil {
 		return err
