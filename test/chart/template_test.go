@@ -319,6 +319,22 @@ func TestTemplate(t *testing.T) {
 			},
 		},
 		{
+			name: "internal token from a Secret", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.internalToken.existingSecret=sser-token", "--set", "sser.internalToken.key=t"},
+			check: func(t *testing.T, r rendered) {
+				for _, e := range r.sser.Env {
+					if e.Name == "SSER_INTERNAL_TOKEN" {
+						ref := e.ValueFrom
+						if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != "sser-token" || ref.SecretKeyRef.Key != "t" {
+							t.Errorf("SSER_INTERNAL_TOKEN from %+v, want secret sser-token key t", ref)
+						}
+						return
+					}
+				}
+				t.Error("no SSER_INTERNAL_TOKEN env")
+			},
+		},
+		{
 			name: "one replica has no PDB", release: "sser", fullname: "sser",
 			args: []string{"--set", "replicaCount=1"},
 			check: func(t *testing.T, r rendered) {
