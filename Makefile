@@ -17,6 +17,10 @@ build: ## Build the sser binary into bin/.
 run: ## Run one replica locally (no cluster needed).
 	$(GO) run ./cmd/sser
 
+.PHONY: local-cluster
+local-cluster: ## Run 3 replicas on 127.0.0.2-4 with static peers (no cluster needed); Ctrl-C stops them.
+	hack/local-cluster.sh 3
+
 .PHONY: unit
 unit: ## Run the Go tests that need no real control plane (race detector on).
 	$(GO) test -race ./...
