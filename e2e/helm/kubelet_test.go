@@ -1,7 +1,6 @@
 package helm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +29,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/sser-dev/sser/internal/testproc"
 )
 
 // nodeName is the one node the agent plays.
@@ -74,7 +75,7 @@ type podRun struct {
 	kubeconfig  string
 	args        []string
 	env         []string
-	logs        *syncBuffer
+	logs        *testproc.Buffer
 	started     time.Time
 	restarts    int
 	terminating bool
@@ -290,7 +291,7 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) error {
 	if len(c.Command) > 0 {
 		args = append(append([]string(nil), c.Command[1:]...), c.Args...)
 	}
-	r := &podRun{pod: pod, ip: ip, kubeconfig: kubeconfig, logs: &syncBuffer{}, args: expandArgs(args, env)}
+	r := &podRun{pod: pod, ip: ip, kubeconfig: kubeconfig, logs: &testproc.Buffer{}, args: expandArgs(args, env)}
 	// The env a container sees: its own variables, and the ServiceAccount
 	// credentials a kubelet would mount, as a kubeconfig.
 	for _, kv := range env {
@@ -733,20 +734,3 @@ func setCondition(p *corev1.Pod, typ corev1.PodConditionType, status bool, now m
 }
 
 func ptr[T any](v T) *T { return &v }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

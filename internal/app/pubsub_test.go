@@ -331,24 +331,6 @@ func TestRunSubStops(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to read while RunSub writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRunSubInterrupted(t *testing.T) {
 	srv := newSubServer(t, func(n int, w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
 		subSSE(w, "id: o:9\ndata: x\n\n")
@@ -358,7 +340,7 @@ func TestRunSubInterrupted(t *testing.T) {
 		}
 	})
 	ctx, cancel := context.WithCancel(t.Context())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testproc.Buffer
 	done := make(chan error, 1)
 	go func() { done <- RunSub(ctx, []string{"--url", srv.URL, "--stream", "s"}, &stdout, &stderr) }()
 	for deadline := time.Now().Add(10 * time.Second); stdout.String() != "x\n"; {
@@ -445,7 +427,7 @@ func TestRunSubResumesAcrossReplicaRestart(t *testing.T) {
 	}
 
 	const total = 30
-	var stdout, stderr syncBuffer
+	var stdout, stderr testproc.Buffer
 	subDone := make(chan error, 1)
 	go func() {
 		subDone <- RunSub(ctx, []string{"--url", proxy.URL, "--stream", "s", "--json", "--count", strconv.Itoa(total)}, &stdout, &stderr)

@@ -129,7 +129,7 @@ type Replica struct {
 	InternalURL string
 
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *Buffer
 	exited chan struct{}
 	err    error
 }
@@ -155,7 +155,7 @@ func Start(t testing.TB, cfg Config) *Replica {
 		Config:      cfg,
 		FrontendURL: "http://" + front,
 		InternalURL: "http://" + internal,
-		logs:        &syncBuffer{},
+		logs:        &Buffer{},
 		exited:      make(chan struct{}),
 	}
 	r.cmd = exec.Command(Binary(t), args...)
@@ -261,18 +261,22 @@ func (r *Replica) Exited() <-chan struct{} { return r.exited }
 // Logs returns the replica's combined output so far.
 func (r *Replica) Logs() string { return r.logs.String() }
 
-type syncBuffer struct {
+// Buffer is a bytes.Buffer that is safe to read while a process or a
+// goroutine writes to it.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String returns what was written so far.
+func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
