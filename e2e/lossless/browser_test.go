@@ -194,13 +194,7 @@ func TestBrowserEventSourceSurvivesDrain(t *testing.T) {
 	// p publishes on the replica that stays; q on the drained one until it
 	// is no longer ready, then on the other.
 	p, q := newPublisher(c, b, "p", other), newPublisher(c, b, "q", drained)
-	for range 10 {
-		for _, pub := range []*publisher{p, q} {
-			if err := pub.publishNext(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	publishRounds(t, 10, p, q)
 	waitFor(t, deadline, "the browser to show 20 events", func() bool { msgs, _, _, _ := blog.kinds(); return len(msgs) >= 20 })
 
 	r := c.rep(drained)

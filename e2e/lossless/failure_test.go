@@ -24,17 +24,8 @@ func TestKilledReplicaSubscribersMissNothing(t *testing.T) {
 	c.startAll()
 	b := newBalancer(t, c)
 	b.waitReady(t, 0, 1, 2)
-	recs := make([]*recorder, nSubs)
-	for i := range recs {
-		recs[i] = subscribe(t, fmt.Sprintf("sub%02d", i), b.URL+"/events?stream="+stream)
-	}
-	// Connected means subscribed: the answer's headers follow the subscription.
+	recs := subscribeAll(t, b, nSubs)
 	waitFor(t, deadline, "subscribers on every replica", func() bool {
-		for _, r := range recs {
-			if n, _, _ := r.connections(); n == 0 {
-				return false
-			}
-		}
 		for i := range 3 {
 			if b.activeOn(i) < nSubs/3 {
 				return false
@@ -113,16 +104,7 @@ func TestPausedPeerRepairsGap(t *testing.T) {
 		return true
 	})
 	pubs := []*publisher{newPublisher(c, nil, "p", 0), newPublisher(c, nil, "q", 1)}
-	publishN := func(n int) {
-		t.Helper()
-		for range n {
-			for _, p := range pubs {
-				if err := p.publishNext(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
+	publishN := func(n int) { publishRounds(t, n, pubs...) }
 	publishN(10)
 	waitAll(t, deadline, recs, 20)
 

@@ -412,6 +412,19 @@ func (p *publisher) segments() []string {
 // connection, 503), so it can go to another one with no risk of a duplicate.
 var errNotTaken = errors.New("not taken")
 
+// publishRounds has each publisher publish its next event, n times over,
+// failing the test at the first error.
+func publishRounds(t *testing.T, n int, pubs ...*publisher) {
+	t.Helper()
+	for range n {
+		for _, p := range pubs {
+			if err := p.publishNext(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // publishNext publishes the next event, trying the ready replicas in turn
 // until one takes it.
 func (p *publisher) publishNext(ctx context.Context) error {
@@ -569,6 +582,25 @@ func subscribe(t *testing.T, name, u string, opts ...client.Option) *recorder {
 }
 
 // distinct is the number of different messages received.
+// subscribeAll connects n recorders through the balancer and waits until
+// each has connected (its answer's headers follow the subscription).
+func subscribeAll(t *testing.T, b *balancer, n int) []*recorder {
+	t.Helper()
+	recs := make([]*recorder, n)
+	for i := range recs {
+		recs[i] = subscribe(t, fmt.Sprintf("sub%02d", i), b.URL+"/events?stream="+stream)
+	}
+	waitFor(t, deadline, fmt.Sprintf("%d subscribers to connect", n), func() bool {
+		for _, r := range recs {
+			if c, _, _ := r.connections(); c == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return recs
+}
+
 func (r *recorder) distinct() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -18,16 +18,7 @@ func TestResumeOnAnotherReplica(t *testing.T) {
 	c := newCluster(t, 3)
 	c.startAll()
 	p, q := newPublisher(c, nil, "p", 0), newPublisher(c, nil, "q", 1)
-	publishN := func(n int) {
-		t.Helper()
-		for range n {
-			for _, pub := range []*publisher{p, q} {
-				if err := pub.publishNext(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
+	publishN := func(n int) { publishRounds(t, n, p, q) }
 
 	a := subscribe(t, "a@r0", c.eventsURL(0))
 	waitFor(t, deadline, "a to connect", func() bool { n, _, _ := a.connections(); return n == 1 })
@@ -74,16 +65,7 @@ func TestResumeOnReplicaStartedLater(t *testing.T) {
 	c.start(0)
 	c.start(1)
 	p, q := newPublisher(c, nil, "p", 0), newPublisher(c, nil, "q", 1)
-	publishN := func(n int) {
-		t.Helper()
-		for range n {
-			for _, pub := range []*publisher{p, q} {
-				if err := pub.publishNext(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
+	publishN := func(n int) { publishRounds(t, n, p, q) }
 
 	a := subscribe(t, "a@r0", c.eventsURL(0))
 	waitFor(t, deadline, "a to connect", func() bool { n, _, _ := a.connections(); return n == 1 })

@@ -27,18 +27,7 @@ func TestRollingRestart(t *testing.T) {
 	b := newBalancer(t, c)
 	b.waitReady(t, 0, 1, 2)
 
-	recs := make([]*recorder, nSubs)
-	for i := range recs {
-		recs[i] = subscribe(t, fmt.Sprintf("sub%02d", i), b.URL+"/events?stream="+stream)
-	}
-	waitFor(t, deadline, "30 subscribers to connect", func() bool {
-		for _, r := range recs {
-			if n, _, _ := r.connections(); n == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	recs := subscribeAll(t, b, nSubs)
 
 	pubs := []*publisher{newPublisher(c, b, "a", 0), newPublisher(c, b, "b", 1), newPublisher(c, b, "c", 2)}
 	stop := make(chan struct{})
