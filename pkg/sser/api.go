@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -82,7 +83,7 @@ func (s *ServerImpl) setAuth(req *http.Request) {
 
 // only answers 405 with Allow for any method but methods.
 func (s *ServerImpl) only(endpoint string, h http.HandlerFunc, methods ...string) http.HandlerFunc {
-	allow := joinMethods(methods)
+	allow := strings.Join(methods, ", ")
 	return func(w http.ResponseWriter, r *http.Request) {
 		for _, m := range methods {
 			if r.Method == m {
@@ -92,17 +93,6 @@ func (s *ServerImpl) only(endpoint string, h http.HandlerFunc, methods ...string
 		}
 		s.writeError(w, r, endpoint, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed", allow)
 	}
-}
-
-func joinMethods(m []string) string {
-	out := ""
-	for i, v := range m {
-		if i > 0 {
-			out += ", "
-		}
-		out += v
-	}
-	return out
 }
 
 // eventsEndpoint accepts one Event or an array of them. broadcast=false

@@ -68,18 +68,25 @@ func (s *ServerImpl) repairCandidates(origin string) []string {
 // hub holds the events after the gap meanwhile; what no peer holds is
 // given up (counted as lost) so delivery goes on.
 func (s *ServerImpl) startRepair(g gapRequest) {
-	s.bgMu.Lock()
-	if s.bgStopped {
-		s.bgMu.Unlock()
+	if !s.background(func() { s.repair(s.bgCtx, g) }) {
 		s.hub.giveUp(g.origin, g.upTo)
-		return
+	}
+}
+
+// background runs fn in a goroutine that stopping the server waits for;
+// false (fn not run) once the server is stopping.
+func (s *ServerImpl) background(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgStopped {
+		return false
 	}
 	s.bg.Add(1)
-	s.bgMu.Unlock()
 	go func() {
 		defer s.bg.Done()
-		s.repair(s.bgCtx, g)
+		fn()
 	}()
+	return true
 }
 
 func (s *ServerImpl) repair(ctx context.Context, g gapRequest) {

@@ -155,13 +155,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		_ = s.hub.finishWarming(nil)
 		s.setWarm()
 	} else {
-		s.bgMu.Lock()
-		s.bg.Add(1)
-		s.bgMu.Unlock()
-		go func() {
-			defer s.bg.Done()
-			s.warmUp(ctx)
-		}()
+		s.background(func() { s.warmUp(ctx) })
 	}
 
 	var wg sync.WaitGroup
