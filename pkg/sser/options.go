@@ -51,17 +51,36 @@ type Options struct {
 	// EventSource and other SSE clients to stop reconnecting.
 	AllowStream func(r *http.Request, stream string) bool
 
-	// InternalToken, when set, is required as "Authorization: Bearer <token>"
-	// on the internal event endpoints (send, publish, history, origins); peers
-	// send it too, so every replica must share it. Probes and metrics stay open.
+	// PeerToken, when set, is the credential of replicas: required as
+	// "Authorization: Bearer <token>" on peer delivery, history and origins,
+	// and sent by this replica to its peers. Every replica must share it.
+	PeerToken string
+	// PublishToken, when set, is required on the publish endpoint. It grants
+	// publishing only: a publisher cannot pose as a peer.
+	PublishToken string
+	// InternalToken is the older single credential: when set, it is the
+	// PeerToken and the PublishToken wherever those are empty.
 	InternalToken string
 
-	// PeerQueue is how many events may wait for one peer; past it the oldest
-	// are dropped and counted (default 10000).
+	// OutboxSize is how many of its own events a replica holds for peers
+	// that have not acknowledged them yet and for repairs (default 65536).
+	// When a peer lags by the whole outbox, publishers get back-pressure
+	// (ErrBackPressure, 503 with Retry-After) for up to PeerCutoff; then that
+	// peer is cut off: it skips what the outbox no longer holds and its
+	// subscribers are told of the loss.
+	OutboxSize int
+	// OutboxBytes bounds the outbox's message bytes (default 64 MiB).
+	OutboxBytes int64
+	// PeerCutoff is how long one lagging peer may hold publishers back
+	// before it is cut off (default 10s).
+	PeerCutoff time.Duration
+	// PeerQueue is the older name of OutboxSize, used when OutboxSize is 0.
 	PeerQueue int
-	// PeerBatch is the most events sent in one POST (default 500).
+	// PeerBatch is the most events sent in one POST (default 500). A peer
+	// that times out gets smaller batches until it answers in time again.
 	PeerBatch int
-	// PeerTimeout bounds one POST to a peer (default 10s).
+	// PeerTimeout bounds one POST to a peer (default 10s). A peer that times
+	// out gets up to four times as long on the next attempts.
 	PeerTimeout time.Duration
 	// PeerBackoffMin and PeerBackoffMax bound the retry backoff (default 100ms and 5s).
 	PeerBackoffMin, PeerBackoffMax time.Duration
@@ -70,6 +89,21 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxBatchEvents limits the events in one request (default 10000).
 	MaxBatchEvents int
+
+	// MaxSeqGap is the largest jump ahead in an origin's seq accepted from
+	// a peer (default 1<<20): a jump further than any outbox can cover is
+	// refused and counted, not waited for.
+	MaxSeqGap uint64
+	// MaxOriginsPerPeer bounds the origins one peer address may announce
+	// (default 16): each restart of a pod brings a new origin.
+	MaxOriginsPerPeer int
+	// IdempotencyWindow is how long a publish's Idempotency-Key is
+	// remembered, so a retried publish is applied once (default 5m;
+	// negative disables).
+	IdempotencyWindow time.Duration
+	// LivenessStall is how long the hub may make no progress before
+	// /healthz fails, so a frozen replica is restarted (default 10s).
+	LivenessStall time.Duration
 
 	// HistorySize is how many recent events each stream keeps for resuming
 	// clients (default 1000; negative disables history).
@@ -96,8 +130,16 @@ const (
 	DefaultHeartbeat       = 15 * time.Second
 	DefaultRetry           = 3 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
-	DefaultSubscriberQueue = 1024
-	DefaultPeerQueue       = 10000
+	DefaultSubscriberQueue = 4096
+	DefaultOutboxSize      = 65536
+	DefaultOutboxBytes     = 64 << 20
+	DefaultPeerCutoff      = 10 * time.Second
+	DefaultMaxSeqGap       = 1 << 20
+	DefaultMaxOriginsPer   = 16
+	DefaultIdempotencyTTL  = 5 * time.Minute
+	DefaultLivenessStall   = 10 * time.Second
+	// DefaultPeerQueue is the older name of DefaultOutboxSize.
+	DefaultPeerQueue = DefaultOutboxSize
 	DefaultPeerBatch       = 500
 	DefaultPeerTimeout     = 10 * time.Second
 	DefaultMaxBodyBytes    = 1 << 20
@@ -105,6 +147,15 @@ const (
 	DefaultHistorySize     = 1000
 	DefaultHistoryAge      = 5 * time.Minute
 )
+
+// DefaultOptions returns the options with every default filled in, for a
+// caller that wants to start from them (the binary's flags do). Zero in a
+// field given to NewWithOptions means the same default.
+func DefaultOptions() Options {
+	var o Options
+	o.setDefaults()
+	return o
+}
 
 func (o *Options) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
@@ -123,19 +174,39 @@ func (o *Options) setDefaults() {
 	def(&o.PeerTimeout, DefaultPeerTimeout)
 	def(&o.PeerBackoffMin, 100*time.Millisecond)
 	def(&o.PeerBackoffMax, 5*time.Second)
+	def(&o.PeerCutoff, DefaultPeerCutoff)
 	def(&o.HistoryAge, DefaultHistoryAge)
 	def(&o.WarmUpTimeout, 15*time.Second)
 	def(&o.AntiEntropyInterval, 2*time.Second)
+	def(&o.IdempotencyWindow, DefaultIdempotencyTTL)
+	def(&o.LivenessStall, DefaultLivenessStall)
+	if o.OutboxSize == 0 {
+		o.OutboxSize = o.PeerQueue
+	}
+	defInt(&o.OutboxSize, DefaultOutboxSize)
+	o.PeerQueue = o.OutboxSize
 	defInt(&o.SubscriberQueue, DefaultSubscriberQueue)
-	defInt(&o.PeerQueue, DefaultPeerQueue)
 	defInt(&o.PeerBatch, DefaultPeerBatch)
 	defInt(&o.MaxBatchEvents, DefaultMaxBatchEvents)
 	defInt(&o.HistorySize, DefaultHistorySize)
+	defInt(&o.MaxOriginsPerPeer, DefaultMaxOriginsPer)
+	if o.OutboxBytes == 0 {
+		o.OutboxBytes = DefaultOutboxBytes
+	}
+	if o.MaxSeqGap == 0 {
+		o.MaxSeqGap = DefaultMaxSeqGap
+	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if o.HistorySize < 0 {
 		o.HistorySize = 0
+	}
+	if o.PeerToken == "" {
+		o.PeerToken = o.InternalToken
+	}
+	if o.PublishToken == "" {
+		o.PublishToken = o.InternalToken
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = logr.Discard()
@@ -159,10 +230,18 @@ func (o *Options) Validate() error {
 	neg("WriteTimeout", o.WriteTimeout)
 	neg("PeerTimeout", o.PeerTimeout)
 	neg("HistoryAge", o.HistoryAge)
+	neg("PeerCutoff", o.PeerCutoff)
+	neg("LivenessStall", o.LivenessStall)
+	if o.OutboxBytes < 0 {
+		errs = append(errs, fmt.Errorf("OutboxBytes must not be negative, got %d", o.OutboxBytes))
+	}
+	if o.PeerToken != "" && o.PeerToken == o.PublishToken && o.InternalToken == "" {
+		errs = append(errs, errors.New("PeerToken and PublishToken must differ: a publisher must not be able to pose as a peer"))
+	}
 	if o.PeerBackoffMin < 0 || o.PeerBackoffMax < o.PeerBackoffMin && o.PeerBackoffMax != 0 {
 		errs = append(errs, fmt.Errorf("peer backoff must satisfy 0 <= min <= max, got %s and %s", o.PeerBackoffMin, o.PeerBackoffMax))
 	}
-	for name, v := range map[string]int{"SubscriberQueue": o.SubscriberQueue, "PeerQueue": o.PeerQueue, "PeerBatch": o.PeerBatch, "MaxBatchEvents": o.MaxBatchEvents} {
+	for name, v := range map[string]int{"SubscriberQueue": o.SubscriberQueue, "PeerQueue": o.PeerQueue, "OutboxSize": o.OutboxSize, "MaxOriginsPerPeer": o.MaxOriginsPerPeer, "PeerBatch": o.PeerBatch, "MaxBatchEvents": o.MaxBatchEvents} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %d", name, v))
 		}
