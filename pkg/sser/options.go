@@ -85,6 +85,11 @@ type Options struct {
 	// PeerBackoffMin and PeerBackoffMax bound the retry backoff (default 100ms and 5s).
 	PeerBackoffMin, PeerBackoffMax time.Duration
 
+	// InternalReadTimeout bounds reading one request on the internal
+	// listener, header and body (default 15s), so a client that trickles a
+	// body cannot hold a connection.
+	InternalReadTimeout time.Duration
+
 	// MaxBodyBytes limits a request body on the internal endpoints (default 1 MiB).
 	MaxBodyBytes int64
 	// MaxBatchEvents limits the events in one request (default 10000).
@@ -138,14 +143,16 @@ const (
 	DefaultMaxOriginsPer   = 16
 	DefaultIdempotencyTTL  = 5 * time.Minute
 	DefaultLivenessStall   = 10 * time.Second
+	// DefaultInternalReadTimeout bounds reading one internal request.
+	DefaultInternalReadTimeout = 15 * time.Second
 	// DefaultPeerQueue is the older name of DefaultOutboxSize.
-	DefaultPeerQueue = DefaultOutboxSize
-	DefaultPeerBatch       = 500
-	DefaultPeerTimeout     = 10 * time.Second
-	DefaultMaxBodyBytes    = 1 << 20
-	DefaultMaxBatchEvents  = 10000
-	DefaultHistorySize     = 1000
-	DefaultHistoryAge      = 5 * time.Minute
+	DefaultPeerQueue      = DefaultOutboxSize
+	DefaultPeerBatch      = 500
+	DefaultPeerTimeout    = 10 * time.Second
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxBatchEvents = 10000
+	DefaultHistorySize    = 1000
+	DefaultHistoryAge     = 5 * time.Minute
 )
 
 // DefaultOptions returns the options with every default filled in, for a
@@ -180,6 +187,7 @@ func (o *Options) setDefaults() {
 	def(&o.AntiEntropyInterval, 2*time.Second)
 	def(&o.IdempotencyWindow, DefaultIdempotencyTTL)
 	def(&o.LivenessStall, DefaultLivenessStall)
+	def(&o.InternalReadTimeout, DefaultInternalReadTimeout)
 	if o.OutboxSize == 0 {
 		o.OutboxSize = o.PeerQueue
 	}
@@ -232,6 +240,7 @@ func (o *Options) Validate() error {
 	neg("HistoryAge", o.HistoryAge)
 	neg("PeerCutoff", o.PeerCutoff)
 	neg("LivenessStall", o.LivenessStall)
+	neg("InternalReadTimeout", o.InternalReadTimeout)
 	if o.OutboxBytes < 0 {
 		errs = append(errs, fmt.Errorf("OutboxBytes must not be negative, got %d", o.OutboxBytes))
 	}
