@@ -7,41 +7,99 @@ import (
 	"strings"
 )
 
-// position is a replica's position vector: for each origin, the last seq this
-// replica has applied. It is immutable once built (copy on write), sorted by
-// origin, and is what SSE event ids encode.
+// position is what a holder (a replica, or a client through its last event
+// id) has of each origin's events. It is immutable once built (copy on
+// write), sorted by origin, and is what SSE event ids encode.
+//
+// For each origin it records the last seq and at most one hole: events
+// given up as lost that the holder never got. The hole is why an id never
+// claims an event its holder lacks, so a client that resumes elsewhere gets
+// a lost event from a replica that still holds it. Two holes merge into the
+// range spanning both: the id then under-claims (a resume may repeat a few
+// events the client had) and never over-claims.
 type position []originSeq
 
+// originSeq is one origin's entry: every event with seq <= seq is held,
+// except those with lo < seq <= hi. lo == hi means no hole.
 type originSeq struct {
 	origin string
 	seq    uint64
+	lo, hi uint64
 }
+
+// has reports whether the entry holds the event with seq s.
+func (e originSeq) has(s uint64) bool { return s <= e.seq && (s <= e.lo || s > e.hi) }
+
+func (e originSeq) hasHole() bool { return e.hi > e.lo }
 
 // maxPositionOrigins bounds a parsed Last-Event-ID, so a hostile id cannot
 // make the server allocate without limit.
 const maxPositionOrigins = 1024
 
-func (p position) get(origin string) uint64 {
+func (p position) find(origin string) (int, bool) {
 	i := sort.Search(len(p), func(i int) bool { return p[i].origin >= origin })
-	if i < len(p) && p[i].origin == origin {
-		return p[i].seq
-	}
-	return 0
+	return i, i < len(p) && p[i].origin == origin
 }
 
-// with returns a copy of p with origin at seq.
-func (p position) with(origin string, seq uint64) position {
-	i := sort.Search(len(p), func(i int) bool { return p[i].origin >= origin })
-	if i < len(p) && p[i].origin == origin {
+// entry is origin's entry, the zero entry (nothing held) when absent.
+func (p position) entry(origin string) originSeq {
+	if i, ok := p.find(origin); ok {
+		return p[i]
+	}
+	return originSeq{origin: origin}
+}
+
+// get is the last seq of origin held, 0 when none.
+func (p position) get(origin string) uint64 { return p.entry(origin).seq }
+
+// has reports whether the event (origin, seq) is held.
+func (p position) has(origin string, seq uint64) bool { return p.entry(origin).has(seq) }
+
+// set returns a copy of p with e as its origin's entry.
+func (p position) set(e originSeq) position {
+	i, ok := p.find(e.origin)
+	if ok {
 		q := make(position, len(p))
 		copy(q, p)
-		q[i].seq = seq
+		q[i] = e
 		return q
 	}
 	q := make(position, 0, len(p)+1)
 	q = append(q, p[:i]...)
-	q = append(q, originSeq{origin, seq})
+	q = append(q, e)
 	return append(q, p[i:]...)
+}
+
+// with returns a copy of p with origin at seq, its hole kept.
+func (p position) with(origin string, seq uint64) position {
+	e := p.entry(origin)
+	e.seq = seq
+	return p.set(e)
+}
+
+// withHole returns a copy of p in which origin lacks the events
+// lo < seq <= hi, and holds up to at least hi.
+func (p position) withHole(origin string, lo, hi uint64) position {
+	if hi <= lo {
+		return p
+	}
+	e := p.entry(origin)
+	if e.hasHole() {
+		lo, hi = min(lo, e.lo), max(hi, e.hi)
+	}
+	e.lo, e.hi = lo, hi
+	e.seq = max(e.seq, hi)
+	return p.set(e)
+}
+
+// withoutHole returns a copy of p in which origin's hole is forgotten.
+func (p position) withoutHole(origin string) position {
+	e := p.entry(origin)
+	if !e.hasHole() {
+		return p
+	}
+	e.lo, e.hi = 0, 0
+	return p.set(e)
 }
 
 // without returns p less the origins for which drop is true.
@@ -55,7 +113,9 @@ func (p position) without(drop func(origin string) bool) position {
 	return q
 }
 
-// merge returns the per-origin maximum of p and q.
+// merge returns what a holder of both p and q has: per origin, an event is
+// held when either holds it. A hole that the union does not fit in one
+// range is widened, so the result never claims an event neither holds.
 func (p position) merge(q position) position {
 	out := make(position, 0, len(p)+len(q))
 	i, j := 0, 0
@@ -68,11 +128,7 @@ func (p position) merge(q position) position {
 			out = append(out, q[j])
 			j++
 		default:
-			s := p[i].seq
-			if q[j].seq > s {
-				s = q[j].seq
-			}
-			out = append(out, originSeq{p[i].origin, s})
+			out = append(out, mergeEntry(p[i], q[j]))
 			i++
 			j++
 		}
@@ -80,19 +136,74 @@ func (p position) merge(q position) position {
 	return out
 }
 
-// covers reports whether p is at or past q for every origin of q.
+// span is the half-open seq range (lo, hi].
+type span struct{ lo, hi uint64 }
+
+// missing lists the ranges of (0, upTo] that e lacks.
+func (e originSeq) missing(upTo uint64) []span {
+	var out []span
+	if e.hasHole() {
+		out = append(out, span{e.lo, min(e.hi, upTo)})
+	}
+	if e.seq < upTo {
+		out = append(out, span{e.seq, upTo})
+	}
+	return out
+}
+
+func mergeEntry(a, b originSeq) originSeq {
+	m := originSeq{origin: a.origin, seq: max(a.seq, b.seq)}
+	first := true
+	for _, x := range a.missing(m.seq) {
+		for _, y := range b.missing(m.seq) {
+			lo, hi := max(x.lo, y.lo), min(x.hi, y.hi)
+			if hi <= lo {
+				continue
+			}
+			if first {
+				m.lo, m.hi, first = lo, hi, false
+			} else {
+				m.lo, m.hi = min(m.lo, lo), max(m.hi, hi)
+			}
+		}
+	}
+	return m
+}
+
+// covers reports whether p holds every event that q holds.
 func (p position) covers(q position) bool {
-	for _, e := range q {
-		if p.get(e.origin) < e.seq {
+	for _, b := range q {
+		a := p.entry(b.origin)
+		if a.seq < b.seq {
 			return false
+		}
+		// Whatever a lacks up to b.seq, b must lack too.
+		if a.hasHole() {
+			for _, x := range a.missing(b.seq) {
+				if !b.lacksAll(x) {
+					return false
+				}
+			}
 		}
 	}
 	return true
 }
 
-// String encodes p compactly: "origin.seq" pairs, seq in base 36, joined by
-// "-". Origins hold only [A-Za-z0-9_], so the encoding is unambiguous and has
-// no character that needs escaping in a header or a query string.
+// lacksAll reports whether e holds none of the events in x.
+func (e originSeq) lacksAll(x span) bool {
+	if x.hi <= x.lo {
+		return true
+	}
+	if x.lo >= e.seq {
+		return true
+	}
+	return e.hasHole() && x.lo >= e.lo && min(x.hi, e.seq) <= e.hi
+}
+
+// String encodes p compactly: "origin.seq" or, with a hole,
+// "origin.seq.lo.hi" elements, numbers in base 36, joined by "-". Origins
+// hold only [A-Za-z0-9_], so the encoding is unambiguous and has no
+// character that needs escaping in a header or a query string.
 func (p position) String() string {
 	if len(p) == 0 {
 		return ""
@@ -109,6 +220,12 @@ func (p position) String() string {
 		b = append(b, e.origin...)
 		b = append(b, '.')
 		b = strconv.AppendUint(b, e.seq, 36)
+		if e.hasHole() {
+			b = append(b, '.')
+			b = strconv.AppendUint(b, e.lo, 36)
+			b = append(b, '.')
+			b = strconv.AppendUint(b, e.hi, 36)
+		}
 	}
 	return string(b)
 }
@@ -118,24 +235,54 @@ func parsePosition(s string) (position, error) {
 	if s == "" {
 		return nil, nil
 	}
-	parts := strings.Split(s, "-")
-	if len(parts) > maxPositionOrigins {
+	if n := strings.Count(s, "-") + 1; n > maxPositionOrigins {
 		return nil, fmt.Errorf("more than %d origins", maxPositionOrigins)
 	}
+	parts := strings.Split(s, "-")
 	p := make(position, 0, len(parts))
 	for _, part := range parts {
-		origin, seqText, ok := strings.Cut(part, ".")
-		if !ok || !validOrigin(origin) {
+		fields := strings.Split(part, ".")
+		if (len(fields) != 2 && len(fields) != 4) || !validOrigin(fields[0]) {
 			return nil, fmt.Errorf("malformed element %q", part)
 		}
-		seq, err := strconv.ParseUint(seqText, 36, 64)
-		if err != nil || seq == 0 || strconv.FormatUint(seq, 36) != seqText {
+		e := originSeq{origin: fields[0]}
+		var err error
+		if e.seq, err = parseSeq36(fields[1]); err != nil || e.seq == 0 {
 			return nil, fmt.Errorf("malformed seq in %q", part)
 		}
-		if n := len(p); n > 0 && p[n-1].origin >= origin {
+		if len(fields) == 4 {
+			e.lo, err = parseSeq36(fields[2])
+			if err == nil {
+				e.hi, err = parseSeq36(fields[3])
+			}
+			if err != nil || e.lo >= e.hi || e.hi > e.seq {
+				return nil, fmt.Errorf("malformed hole in %q: want lo < hi <= seq", part)
+			}
+		}
+		if n := len(p); n > 0 && p[n-1].origin >= e.origin {
 			return nil, fmt.Errorf("origins not in strictly increasing order at %q", part)
 		}
-		p = append(p, originSeq{origin, seq})
+		p = append(p, e)
 	}
 	return p, nil
+}
+
+// parseSeq36 parses a canonical base-36 number (no sign, no leading zero).
+func parseSeq36(s string) (uint64, error) {
+	v, err := strconv.ParseUint(s, 36, 64)
+	if err != nil || strconv.FormatUint(v, 36) != s {
+		return 0, fmt.Errorf("malformed number %q", s)
+	}
+	return v, nil
+}
+
+// IDCovers reports whether a client holding the SSE event id has received
+// the event with seq of origin: true when the id claims it. Every id this
+// service writes claims only events its holder was sent.
+func IDCovers(id, origin string, seq uint64) (bool, error) {
+	p, err := parsePosition(strings.TrimSpace(id))
+	if err != nil {
+		return false, err
+	}
+	return p.has(origin, seq), nil
 }
