@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"mime"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,28 +27,15 @@ func (s *ServerImpl) MetricsHandler() http.Handler {
 }
 
 func (s *ServerImpl) internalRouter() http.Handler {
+	peer := s.credential("peer", s.opts.PeerToken)
+	pub := s.credential("publish", s.opts.PublishToken)
 	r := mux.NewRouter()
-	r.Handle(PeerEndpointURLPath, s.authorized("send", s.eventsEndpoint("send", false)))
-	r.Handle(PublishURLPath, s.authorized("publish", s.eventsEndpoint("publish", true)))
-	r.HandleFunc(HistoryURLPath, s.authorized("history", s.only("history", s.serveHistory, http.MethodGet)))
-	r.HandleFunc(OriginsURLPath, s.authorized("origins", s.only("origins", s.serveOrigins, http.MethodGet)))
-	r.HandleFunc("/healthz", s.only("healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}, http.MethodGet, http.MethodHead))
-	r.HandleFunc("/readyz", s.only("readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case s.draining.Load():
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "draining"})
-		case !s.ready.Load():
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
-		case !s.warm.Load():
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "warming up"})
-		case !s.Ready():
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
-		default:
-			writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "peers": s.Peers()})
-		}
-	}, http.MethodGet, http.MethodHead))
+	r.Handle(PeerEndpointURLPath, peer("send", s.only("send", s.serveSend, http.MethodPost)))
+	r.Handle(PublishURLPath, pub("publish", s.only("publish", s.servePublish, http.MethodPost)))
+	r.HandleFunc(HistoryURLPath, peer("history", s.only("history", s.serveHistory, http.MethodGet)))
+	r.HandleFunc(OriginsURLPath, peer("origins", s.only("origins", s.serveOrigins, http.MethodGet)))
+	r.HandleFunc("/healthz", s.only("healthz", s.serveHealthz, http.MethodGet, http.MethodHead))
+	r.HandleFunc("/readyz", s.only("readyz", s.serveReadyz, http.MethodGet, http.MethodHead))
 	r.Handle("/metrics", s.only("metrics", s.MetricsHandler().ServeHTTP, http.MethodGet, http.MethodHead))
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		s.writeError(w, req, "other", http.StatusNotFound, "no such endpoint: "+req.URL.Path, "")
@@ -53,31 +43,88 @@ func (s *ServerImpl) internalRouter() http.Handler {
 	return r
 }
 
-// authorized requires the internal token, when one is set: 401 without
-// credentials, 403 with wrong ones.
-func (s *ServerImpl) authorized(endpoint string, h http.HandlerFunc) http.HandlerFunc {
-	if s.opts.InternalToken == "" {
-		return h
+// serveHealthz is liveness: it fails when the hub has made no progress for
+// LivenessStall (a request or a bug froze it), so the pod is restarted
+// instead of holding its subscribers with nothing to give them.
+func (s *ServerImpl) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	if stalled := s.hub.stalledFor(time.Now()); stalled > s.opts.LivenessStall {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "stalled", "stalledFor": stalled.Round(time.Millisecond).String()})
+		return
 	}
-	want := []byte("Bearer " + s.opts.InternalToken)
-	return func(w http.ResponseWriter, r *http.Request) {
-		got := r.Header.Get("Authorization")
-		switch {
-		case got == "":
-			w.Header().Set("WWW-Authenticate", `Bearer realm="sser"`)
-			s.writeError(w, r, endpoint, http.StatusUnauthorized, "credentials required: Authorization: Bearer <internal token>", "")
-		case subtle.ConstantTimeCompare([]byte(got), want) != 1:
-			s.writeError(w, r, endpoint, http.StatusForbidden, "wrong credentials", "")
-		default:
-			h(w, r)
-		}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readinessChecks are the named conditions of readiness, in order.
+func (s *ServerImpl) readinessChecks() []struct {
+	name string
+	ok   bool
+} {
+	return []struct {
+		name string
+		ok   bool
+	}{
+		{"not draining", !s.draining.Load()},
+		{"peer set known", s.ready.Load()},
+		{"warmed up", s.warm.Load()},
+		{"hub live", s.hub.stalledFor(time.Now()) <= s.opts.LivenessStall},
 	}
 }
 
-// setAuth adds the internal token to a request to a peer.
-func (s *ServerImpl) setAuth(req *http.Request) {
-	if s.opts.InternalToken != "" {
-		req.Header.Set("Authorization", "Bearer "+s.opts.InternalToken)
+func (s *ServerImpl) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	checks := s.readinessChecks()
+	failed := []string{}
+	for _, c := range checks {
+		if !c.ok {
+			failed = append(failed, c.name)
+		}
+	}
+	if len(failed) > 0 {
+		status := "starting"
+		switch {
+		case s.draining.Load():
+			status = "draining"
+		case s.ready.Load() && !s.warm.Load():
+			status = "warming up"
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": status, "failed": failed})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "peers": s.Peers()})
+}
+
+// credential guards endpoints with token, when one is set: 401 without
+// credentials, 403 with wrong ones. The older single internal token is
+// accepted too while it is set.
+func (s *ServerImpl) credential(kind, token string) func(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	var accepted [][]byte
+	for _, t := range []string{token, s.opts.InternalToken} {
+		if t != "" {
+			accepted = append(accepted, []byte("Bearer "+t))
+		}
+	}
+	return func(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+		if len(accepted) == 0 {
+			return h
+		}
+		return func(w http.ResponseWriter, r *http.Request) {
+			got := []byte(r.Header.Get("Authorization"))
+			if len(got) == 0 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="sser"`)
+				s.writeError(w, r, endpoint, http.StatusUnauthorized, "credentials required: Authorization: Bearer <"+kind+" token>", "")
+				return
+			}
+			ok := 0
+			for _, want := range accepted {
+				ok |= subtle.ConstantTimeCompare(got, want)
+			}
+			if ok != 1 {
+				s.m.authFailures.WithLabelValues(endpoint).Inc()
+				s.log.Info("wrong credentials", "endpoint", endpoint, "remote", r.RemoteAddr)
+				s.writeError(w, r, endpoint, http.StatusForbidden, "wrong credentials for the "+kind+" endpoints", "")
+				return
+			}
+			h(w, r)
+		}
 	}
 }
 
@@ -95,47 +142,133 @@ func (s *ServerImpl) only(endpoint string, h http.HandlerFunc, methods ...string
 	}
 }
 
-// eventsEndpoint accepts one Event or an array of them. broadcast=false
-// delivers to this replica only (peer delivery); true publishes like Send.
-// Every event is checked before any is delivered: a bad request changes nothing.
-func (s *ServerImpl) eventsEndpoint(name string, broadcast bool) http.HandlerFunc {
-	return s.only(name, func(w http.ResponseWriter, r *http.Request) {
-		if ct := r.Header.Get("Content-Type"); ct != "" {
-			mt, _, err := mime.ParseMediaType(ct)
-			if err != nil || mt != "application/json" {
-				s.writeError(w, r, name, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+strconv.Quote(ct), "")
-				return
-			}
+// readEvents decodes a body of one Event or an array of them, answering
+// the error itself; nil when it did.
+func (s *ServerImpl) readEvents(w http.ResponseWriter, r *http.Request, name string) []Event {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			s.writeError(w, r, name, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+strconv.Quote(ct), "")
+			return nil
 		}
-		body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-		events, err := DecodeEvents(body, s.opts.MaxBatchEvents)
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			switch {
-			case errors.As(err, &tooBig):
-				s.writeError(w, r, name, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(s.opts.MaxBodyBytes, 10)+" bytes", "")
-			case errors.Is(err, ErrTooManyEvents):
-				s.writeError(w, r, name, http.StatusRequestEntityTooLarge, err.Error(), "")
-			default:
-				s.writeError(w, r, name, http.StatusBadRequest, err.Error(), "")
-			}
+	}
+	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	events, err := DecodeEvents(body, s.opts.MaxBatchEvents)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			s.writeError(w, r, name, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(s.opts.MaxBodyBytes, 10)+" bytes", "")
+		case errors.Is(err, ErrTooManyEvents):
+			s.writeError(w, r, name, http.StatusRequestEntityTooLarge, err.Error(), "")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.writeError(w, r, name, http.StatusRequestTimeout, "body not received within the read timeout", "")
+		default:
+			s.writeError(w, r, name, http.StatusBadRequest, err.Error(), "")
+		}
+		return nil
+	}
+	return events
+}
+
+// servePublish publishes like Send: delivered here and to every peer. An
+// Idempotency-Key makes a retried publish answer the first publish's
+// seqs instead of publishing again.
+func (s *ServerImpl) servePublish(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && !validIdempotencyKey(key) {
+		s.writeError(w, r, "publish", http.StatusBadRequest, "Idempotency-Key must be 1-128 printable ASCII characters", "")
+		return
+	}
+	events := s.readEvents(w, r, "publish")
+	if events == nil {
+		return
+	}
+	ans, dup, err := s.idem.do(key, func() (Published, error) { return s.publish(r.Context(), events) })
+	if err != nil {
+		status := http.StatusBadRequest
+		switch {
+		case errors.Is(err, ErrClosed), errors.Is(err, ErrNotStarted), errors.Is(err, ErrBackPressure):
+			status = http.StatusServiceUnavailable
+		case r.Context().Err() != nil:
+			return // the client is gone: nothing was published
+		}
+		s.writeError(w, r, "publish", status, err.Error(), "")
+		return
+	}
+	if dup {
+		s.m.idempotentHits.Inc()
+		writeJSON(w, http.StatusOK, struct {
+			Published
+			Duplicate bool `json:"duplicate"`
+		}{ans, true})
+		return
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// serveSend takes a peer's delivery for this replica's subscribers. Events
+// of an origin are accepted only from a peer in the set, only from the
+// address that announced that origin, one origin per request, and only
+// within MaxSeqGap of what was applied: a forged or broken request cannot
+// replace, skip or inflate another replica's events.
+func (s *ServerImpl) serveSend(w http.ResponseWriter, r *http.Request) {
+	events := s.readEvents(w, r, "send")
+	if events == nil {
+		return
+	}
+	origin := events[0].Origin
+	for i := range events {
+		if events[i].Origin != origin {
+			s.m.peerRefused.WithLabelValues("mixed_origins").Inc()
+			s.writeError(w, r, "send", http.StatusBadRequest, "all events of one request must have the same origin (a replica sends only its own events)", "")
 			return
 		}
-		if broadcast {
-			if err := s.Publish(r.Context(), events...); err != nil {
-				status := http.StatusServiceUnavailable
-				if !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotStarted) {
-					status = http.StatusBadRequest
-				}
-				s.writeError(w, r, name, status, err.Error(), "")
+	}
+	var heldFrom uint64
+	if origin != "" {
+		ip := remoteIP(r)
+		if !s.bc.isPeer(ip) {
+			s.m.peerRefused.WithLabelValues("not_peer").Inc()
+			s.writeError(w, r, "send", http.StatusForbidden, "events with an origin are accepted only from peers; "+ip+" is not in the peer set", "")
+			return
+		}
+		if origin == s.origin {
+			s.m.peerRefused.WithLabelValues("origin_owner").Inc()
+			s.writeError(w, r, "send", http.StatusForbidden, "origin "+origin+" is this replica's own", "")
+			return
+		}
+		if err := s.book.bind(origin, ip); err != nil {
+			s.m.peerRefused.WithLabelValues("origin_owner").Inc()
+			s.writeError(w, r, "send", http.StatusForbidden, "origin "+origin+" belongs to another peer", "")
+			return
+		}
+		if h := r.Header.Get(HeldFromHeader); h != "" {
+			var err error
+			if heldFrom, err = strconv.ParseUint(h, 10, 64); err != nil {
+				s.writeError(w, r, "send", http.StatusBadRequest, HeldFromHeader+" must be an integer", "")
 				return
 			}
-		} else {
-			s.noteOrigins(r.Header.Get(PeerHeader), events)
-			s.hub.apply(events, "peer")
 		}
-		writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events)})
-	}, http.MethodPost)
+	}
+	if err := s.hub.applyFrom(events, "peer", heldFrom); err != nil {
+		s.m.peerRefused.WithLabelValues("seq_jump").Inc()
+		s.writeError(w, r, "send", http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events)})
+}
+
+// remoteIP is the address a request came from.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String()
+	}
+	return host
 }
 
 // writeError answers {"error": msg} with status, and Allow for a 405.

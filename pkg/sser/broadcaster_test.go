@@ -1,10 +1,8 @@
 package sser
 
 import (
-	"encoding/json"
-	"net"
-	"net/http"
-	"net/http/httptest"
+	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
@@ -16,83 +14,117 @@ import (
 	"github.com/sser-dev/sser/pkg/peerfinder"
 )
 
-// fakePeer records the batches POSTed to it. answer decides each status;
-// gate, when set, holds every request until it is closed.
-type fakePeer struct {
-	mu      sync.Mutex
-	batches [][]Event
-	calls   int
-	answer  func(call int) int
-	gate    chan struct{}
-	srv     *httptest.Server
+// fakePeers is a peerClient whose answers the test decides. It records
+// every batch a sender tried to deliver and the ones accepted.
+type fakePeers struct {
+	mu       sync.Mutex
+	accepted []Event
+	attempts []int    // batch size of every send
+	heldFrom []uint64 // heldFrom of every send
+	fail     func(attempt int, events []Event) error
+	calls    int
 }
 
-func newFakePeer(t *testing.T) *fakePeer {
-	t.Helper()
-	p := &fakePeer{}
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.mu.Lock()
-		gate := p.gate
-		p.mu.Unlock()
-		if gate != nil {
-			<-gate
+func (f *fakePeers) send(_ context.Context, _ string, events []Event, heldFrom uint64, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	f.attempts = append(f.attempts, len(events))
+	f.heldFrom = append(f.heldFrom, heldFrom)
+	if f.fail != nil {
+		if err := f.fail(f.calls, events); err != nil {
+			return err
 		}
-		var batch []Event
-		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil || r.URL.Path != PeerEndpointURLPath {
-			http.Error(w, "bad batch", http.StatusBadRequest)
-			return
-		}
-		p.mu.Lock()
-		p.calls++
-		status := http.StatusOK
-		if p.answer != nil {
-			status = p.answer(p.calls)
-		}
-		if status == http.StatusOK {
-			p.batches = append(p.batches, batch)
-		}
-		p.mu.Unlock()
-		w.WriteHeader(status)
-	}))
-	t.Cleanup(p.srv.Close)
-	return p
+	}
+	f.accepted = append(f.accepted, events...)
+	return nil
 }
 
-func (p *fakePeer) port() int { return p.srv.Listener.Addr().(*net.TCPAddr).Port }
+func (f *fakePeers) rangeRead(context.Context, string, string, uint64, uint64, int) (*rangeAnswer, error) {
+	return nil, errors.New("no history here")
+}
 
-// received is every delivered event's message, in order.
-func (p *fakePeer) received() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []string
-	for _, b := range p.batches {
-		for _, e := range b {
-			out = append(out, e.Msg)
-		}
+func (f *fakePeers) snapshotPage(context.Context, string, uint64, int) (*Snapshot, error) {
+	return nil, errors.New("no history here")
+}
+
+func (f *fakePeers) origins(context.Context, string) ([]OriginInfo, error) {
+	return nil, errors.New("no notes here")
+}
+
+func (f *fakePeers) setFail(fn func(attempt int, events []Event) error) {
+	f.mu.Lock()
+	f.fail = fn
+	f.mu.Unlock()
+}
+
+func (f *fakePeers) acceptedMsgs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, len(f.accepted))
+	for i, e := range f.accepted {
+		out[i] = e.Msg
 	}
 	return out
 }
 
-func (p *fakePeer) batchCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.batches)
+func (f *fakePeers) lastAttempt() (int, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.attempts) == 0 {
+		return 0, 0
+	}
+	return f.attempts[len(f.attempts)-1], f.heldFrom[len(f.heldFrom)-1]
 }
 
-func newTestBroadcaster(t *testing.T, p *fakePeer, opts Options) (*broadcaster, *metrics) {
+// testSenders is an outbox with one peer's sender over it.
+type testSenders struct {
+	b     *broadcaster
+	out   *outbox
+	peers *fakePeers
+	m     *metrics
+	clock *fakeClock
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newTestSenders(t *testing.T, opts Options) *testSenders {
 	t.Helper()
-	pf, err := peerfinder.NewPeerFinderStatic([]string{"127.0.0.1", "127.0.0.9"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.PeerFinder = pf
+	opts.PeerFinder = staticFinder(t, "127.0.0.1", "127.0.0.9")
 	opts.setDefaults()
 	opts.PeerBackoffMin, opts.PeerBackoffMax = time.Millisecond, 5*time.Millisecond
-	m := newMetrics(nil)
-	b := newBroadcaster(logr.Discard(), m, &opts, "127.0.0.9", p.port())
-	b.setPeers(t.Context(), []string{"127.0.0.1", "127.0.0.9"}) // .9 is this replica
-	t.Cleanup(b.stop)
-	return b, m
+	ts := &testSenders{peers: &fakePeers{}, m: newMetrics(nil), clock: &fakeClock{now: time.Unix(1e9, 0)}}
+	ts.out = newOutbox(opts.OutboxSize, opts.OutboxBytes, opts.PeerCutoff)
+	ts.out.now = ts.clock.Now
+	ts.b = newBroadcaster(logr.Discard(), ts.m, &opts, "127.0.0.9", ts.peers, ts.out)
+	ts.b.setPeers(t.Context(), []string{"127.0.0.1", "127.0.0.9"}) // .9 is this replica
+	t.Cleanup(ts.b.stop)
+	return ts
+}
+
+func (ts *testSenders) publish(msgs ...string) ([]cutoffNote, error) {
+	events := make([]Event, len(msgs))
+	for i, m := range msgs {
+		events[i] = Event{Stream: "s", Msg: m}
+	}
+	cut, err := ts.out.add("me", events)
+	ts.b.wakeAll()
+	return cut, err
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -102,7 +134,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // poll interval
 	}
 }
 
@@ -126,106 +158,132 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
-func TestPeerSenderRetriesAndKeepsOrder(t *testing.T) {
-	p := newFakePeer(t)
-	p.answer = func(call int) int {
-		if call <= 3 {
-			return http.StatusServiceUnavailable // the peer is starting: retry
+func TestSenderDeliversInOrderAndRetriesWithoutLoss(t *testing.T) {
+	ts := newTestSenders(t, Options{PeerBatch: 7})
+	ts.peers.setFail(func(attempt int, _ []Event) error {
+		if attempt%3 == 0 {
+			return errors.New("connection refused")
 		}
-		return http.StatusOK
-	}
-	b, m := newTestBroadcaster(t, p, Options{})
-	for i := 1; i <= 50; i++ {
-		b.enqueue(Event{Stream: "s", Msg: strconv.Itoa(i)})
-	}
-	waitUntil(t, "all 50 events", func() bool {
-		return testutil.ToFloat64(m.peerEventsSent.WithLabelValues("127.0.0.1")) == 50
+		return nil
 	})
-	if got := p.received(); !equalStrings(got, msgs(1, 50)) {
-		t.Fatalf("peer got %v", got)
+	for i := 1; i <= 100; i++ {
+		if _, err := ts.publish(strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if p.batchCount() >= 50 {
-		t.Errorf("%d POSTs for 50 queued events: not batched", p.batchCount())
+	waitUntil(t, "every event accepted", func() bool { return len(ts.peers.acceptedMsgs()) >= 100 })
+	if got := ts.peers.acceptedMsgs(); !equalStrings(got, msgs(1, 100)) {
+		t.Fatalf("peer got %v, want 1..100 once each in order", got)
 	}
-	if n := testutil.ToFloat64(m.peerPostErrors.WithLabelValues("127.0.0.1")); n != 3 {
-		t.Errorf("post errors = %v, want 3", n)
+	waitUntil(t, "lag 0", func() bool { return ts.out.lag("127.0.0.1") == 0 })
+	if n := testutil.ToFloat64(ts.m.peerPostErrors.WithLabelValues("127.0.0.1")); n == 0 {
+		t.Error("failed sends were not counted")
 	}
 }
 
-func TestPeerQueueDropsOldestWhenFull(t *testing.T) {
-	p := newFakePeer(t)
-	gate := make(chan struct{})
-	p.gate = gate
-	b, m := newTestBroadcaster(t, p, Options{PeerQueue: 5, PeerBatch: 100})
-	b.enqueue(Event{Stream: "s", Msg: "1"})
-	// Event 1 is in flight (the peer holds the request); 2..21 queue behind it.
-	waitUntil(t, "the first POST", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		s := b.senders["127.0.0.1"]
-		if s == nil {
-			return false
+func TestSlowPeerGetsSmallerBatches(t *testing.T) {
+	ts := newTestSenders(t, Options{PeerBatch: 256})
+	slow := true
+	ts.peers.setFail(func(_ int, events []Event) error {
+		if slow && len(events) > minPeerBatch {
+			return timeoutError{context.DeadlineExceeded}
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.inflight == 1 && len(s.queue) == 0
+		return nil
 	})
-	for i := 2; i <= 21; i++ {
-		b.enqueue(Event{Stream: "s", Msg: strconv.Itoa(i)})
+	if _, err := ts.publish(msgs(1, 300)...); err != nil {
+		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(m.peerQueueDropped.WithLabelValues("127.0.0.1")); n != 15 {
-		t.Errorf("dropped = %v, want 15 (20 queued, room for 5)", n)
-	}
-	p.mu.Lock()
-	p.gate = nil
-	p.mu.Unlock()
-	close(gate)
-	waitUntil(t, "the newest five", func() bool { return len(p.received()) == 6 })
-	if got := p.received(); !equalStrings(got, []string{"1", "17", "18", "19", "20", "21"}) {
-		t.Fatalf("peer got %v, want 1 then the newest five", got)
+	waitUntil(t, "all 300 delivered in small batches", func() bool { return len(ts.peers.acceptedMsgs()) == 300 })
+	ts.peers.mu.Lock()
+	defer ts.peers.mu.Unlock()
+	// Each timeout cut the batch by 4: 256, 64, 16, then 16 at a time.
+	if ts.peers.attempts[0] != 256 || ts.peers.attempts[1] != 64 || ts.peers.attempts[2] != 16 {
+		t.Errorf("batch sizes %v, want 256, 64, 16, ...", ts.peers.attempts[:4])
 	}
 }
 
-func TestPeerRejectingABatchDoesNotStopTheNext(t *testing.T) {
-	p := newFakePeer(t)
-	p.answer = func(call int) int {
-		if call == 1 {
-			return http.StatusBadRequest // permanent: dropped, counted, not retried
-		}
-		return http.StatusOK
+func TestLaggingPeerGivesBackPressureThenIsCutOff(t *testing.T) {
+	ts := newTestSenders(t, Options{OutboxSize: 10, PeerCutoff: 10 * time.Second})
+	ts.peers.setFail(func(int, []Event) error { return errors.New("peer paused") })
+	if _, err := ts.publish(msgs(1, 10)...); err != nil {
+		t.Fatal(err)
 	}
-	b, m := newTestBroadcaster(t, p, Options{PeerBatch: 1})
-	b.enqueue(Event{Stream: "s", Msg: "rejected"})
-	waitUntil(t, "the rejection", func() bool {
-		return testutil.ToFloat64(m.peerQueueDropped.WithLabelValues("127.0.0.1")) == 1
-	})
-	b.enqueue(Event{Stream: "s", Msg: "next"})
-	waitUntil(t, "the next batch", func() bool { return len(p.received()) == 1 })
-	if got := p.received(); got[0] != "next" {
-		t.Fatalf("peer got %v", got)
+	// The outbox is full of events the peer has not acknowledged: the
+	// publisher is held back, nothing is dropped.
+	_, err := ts.publish("11")
+	var bp *backPressureError
+	if !errors.Is(err, ErrBackPressure) || !errors.As(err, &bp) || bp.peer != "127.0.0.1" || bp.lag != 10 {
+		t.Fatalf("publish into a full outbox: %v, want back-pressure naming the peer 10 behind", err)
+	}
+	ts.clock.Add(9 * time.Second)
+	if _, err := ts.publish("11"); !errors.Is(err, ErrBackPressure) {
+		t.Fatalf("publish before the cut-off: %v, want back-pressure", err)
+	}
+	// Past the cut-off the peer is made to skip what must go.
+	ts.clock.Add(2 * time.Second)
+	cut, err := ts.publish("11")
+	if err != nil || len(cut) != 1 || cut[0].peer != "127.0.0.1" || cut[0].lag != 10 {
+		t.Fatalf("publish after the cut-off: %v, cut-offs %+v", err, cut)
+	}
+	// A cut-off peer holds nothing back: more publishes evict what it lacks.
+	if _, err := ts.publish("12", "13"); err != nil {
+		t.Fatalf("publish while cut off: %v", err)
+	}
+	skipped := uint64(3)
+	// The peer comes back: it gets what is still held, told from which seq.
+	ts.peers.setFail(nil)
+	ts.b.wakeAll()
+	waitUntil(t, "the rest delivered", func() bool { return ts.out.lag("127.0.0.1") == 0 })
+	got := ts.peers.acceptedMsgs()
+	if want := msgs(int(skipped)+1, 13); !equalStrings(got, want) {
+		t.Fatalf("after the cut-off the peer got %v, want %v", got, want)
+	}
+	if _, heldFrom := ts.peers.lastAttempt(); heldFrom != skipped+1 {
+		t.Errorf("heldFrom %d, want %d: the peer must learn what it cannot get", heldFrom, skipped+1)
 	}
 }
 
-func TestPeerLeavingStopsItsSender(t *testing.T) {
-	p := newFakePeer(t)
-	p.answer = func(int) int { return http.StatusServiceUnavailable }
-	b, m := newTestBroadcaster(t, p, Options{})
-	b.enqueue(Event{Stream: "s", Msg: "never"})
-	waitUntil(t, "a failed POST", func() bool {
-		return testutil.ToFloat64(m.peerPostErrors.WithLabelValues("127.0.0.1")) >= 1
-	})
-	b.setPeers(t.Context(), []string{"127.0.0.9"})
-	b.mu.Lock()
-	n := len(b.senders)
-	b.mu.Unlock()
-	if n != 0 {
-		t.Fatalf("%d senders after the peer left", n)
+func TestDepartedPeerHoldsNothingBack(t *testing.T) {
+	ts := newTestSenders(t, Options{OutboxSize: 5})
+	ts.peers.setFail(func(int, []Event) error { return errors.New("gone") })
+	if _, err := ts.publish(msgs(1, 5)...); err != nil {
+		t.Fatal(err)
 	}
-	if got := testutil.ToFloat64(m.peers); got != 1 {
-		t.Errorf("sser_peers = %v, want 1", got)
+	if _, err := ts.publish("6"); !errors.Is(err, ErrBackPressure) {
+		t.Fatalf("got %v, want back-pressure while the peer is in the set", err)
 	}
-	// The departed peer's series are gone from /metrics.
-	if c, err := testutil.GatherAndCount(m.registry, "sser_peer_post_errors_total", "sser_peer_queue_length"); err != nil || c != 0 {
-		t.Errorf("departed peer still has %d series (%v)", c, err)
+	ts.b.setPeers(t.Context(), []string{"127.0.0.9"})
+	if _, err := ts.publish("6"); err != nil {
+		t.Fatalf("publish after the peer left: %v", err)
 	}
+	if got := ts.out.length(); got != 5 {
+		t.Errorf("outbox holds %d events, want its bound 5", got)
+	}
+}
+
+func TestOutboxReadsRanges(t *testing.T) {
+	o := newOutbox(100, 1<<20, time.Second)
+	evs := make([]Event, 30)
+	for i := range evs {
+		evs[i] = Event{Stream: "s", Msg: strconv.Itoa(i + 1)}
+	}
+	if _, err := o.add("me", evs); err != nil {
+		t.Fatal(err)
+	}
+	got, heldFrom, last := o.read(10, 20, 5)
+	if len(got) != 5 || got[0].Seq != 11 || got[4].Seq != 15 || heldFrom != 1 || last != 30 {
+		t.Errorf("read(10, 20, 5) = %d events from %d, heldFrom %d, last %d", len(got), got[0].Seq, heldFrom, last)
+	}
+	if got, _, _ := o.read(28, 100, 10); len(got) != 2 || got[1].Seq != 30 {
+		t.Errorf("read past the end: %v", got)
+	}
+}
+
+func staticFinder(t *testing.T, ips ...string) PeerFinder {
+	t.Helper()
+	pf, err := peerfinder.NewPeerFinderStatic(ips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pf
 }

@@ -50,6 +50,16 @@ var (
 	ErrClosed = errors.New("sser: server is closed")
 	// ErrNotStarted is returned by Send before Start.
 	ErrNotStarted = errors.New("sser: server is not started")
+	// ErrBackPressure is returned by Send while a peer lags by the whole
+	// outbox: publishing again after a short wait succeeds once the peer
+	// catches up or is cut off.
+	ErrBackPressure = errors.New("sser: back-pressure: a peer has not acknowledged the oldest events held for it")
+	// ErrReservedEventType is returned for a published event type starting
+	// with "sser-": those are the server's own notices.
+	ErrReservedEventType = errors.New("sser: event types starting with \"sser-\" are reserved")
+	// ErrSeqJump is returned for a peer event whose seq is further ahead of
+	// what this replica applied than any outbox could cover.
+	ErrSeqJump = errors.New("sser: seq jump too large")
 )
 
 // Event is one message on one stream. Stream and Msg are the seed format and

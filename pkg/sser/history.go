@@ -1,6 +1,7 @@
 package sser
 
 import (
+	"sort"
 	"sync"
 	"time"
 )
@@ -12,6 +13,9 @@ type histEntry struct {
 	pos   position // the replica's position right after this event
 	frame []byte   // the frame as sent live; replays reuse it
 	at    time.Time
+	// evicted is set when the entry leaves its stream's history; the
+	// indexes drop it lazily.
+	evicted bool
 }
 
 // ring is a growable ring buffer of history entries, oldest first.
@@ -51,6 +55,167 @@ func (r *ring) popFront() *histEntry {
 	return e
 }
 
+// entryLog indexes history entries by a key that only grows as entries are
+// appended (the apply index, or one origin's seq), so a range read is a
+// binary search and a walk, never a scan of all history. Evicted entries
+// are dropped from the front at once and compacted away from the middle
+// once they are half the log. Not safe for concurrent use: the hub's lock
+// serializes it.
+type entryLog struct {
+	r       ring
+	dead    int // evicted entries still in r
+	keyOf   func(*histEntry) uint64
+	compact []*histEntry
+}
+
+func newEntryLog(key func(*histEntry) uint64) *entryLog { return &entryLog{keyOf: key} }
+
+func (l *entryLog) push(e *histEntry) { l.r.push(e) }
+
+// evicted is called when an entry of this log leaves its stream.
+func (l *entryLog) evicted() {
+	l.dead++
+	for l.r.len() > 0 && l.r.at(0).evicted {
+		l.r.popFront()
+		l.dead--
+	}
+	if l.dead > 64 && l.dead > l.r.len()/2 {
+		live := l.compact[:0]
+		for i := 0; i < l.r.len(); i++ {
+			if e := l.r.at(i); !e.evicted {
+				live = append(live, e)
+			}
+		}
+		l.r = ring{}
+		for _, e := range live {
+			l.r.push(e)
+		}
+		clear(live)
+		l.compact = live[:0]
+		l.dead = 0
+	}
+}
+
+func (l *entryLog) live() int { return l.r.len() - l.dead }
+
+// after returns up to limit held entries with key > after and key <= upTo,
+// in key order, and whether more follow within the range.
+func (l *entryLog) after(after, upTo uint64, limit int) ([]*histEntry, bool) {
+	n := l.r.len()
+	i := sort.Search(n, func(i int) bool { return l.keyOf(l.r.at(i)) > after })
+	var out []*histEntry
+	for ; i < n; i++ {
+		e := l.r.at(i)
+		if l.keyOf(e) > upTo {
+			break
+		}
+		if e.evicted {
+			continue
+		}
+		if len(out) == limit {
+			return out, true
+		}
+		out = append(out, e)
+	}
+	return out, false
+}
+
+func entryIdx(e *histEntry) uint64 { return e.idx }
+func entrySeq(e *histEntry) uint64 { return e.ev.Seq }
+
+// history is the replica's recent events: a ring per stream (what a
+// resuming client is replayed), an index in apply order (snapshot pages for
+// a warming peer) and one per origin in seq order (range reads for gap
+// repair). It has no lock of its own: the hub's lock serializes it.
+type history struct {
+	size int
+	age  time.Duration
+	// all holds every entry in apply order.
+	all *entryLog
+	// byOrigin holds each origin's entries in seq order.
+	byOrigin map[string]*entryLog
+	// evictedTotal counts entries that left history, for the metrics.
+	evictedTotal func(n int)
+}
+
+func newHistory(size int, age time.Duration, evicted func(int)) *history {
+	return &history{size: size, age: age, all: newEntryLog(entryIdx), byOrigin: make(map[string]*entryLog), evictedTotal: evicted}
+}
+
+// add keeps e in ss's history and the indexes, and evicts what is past the
+// size or age limit.
+func (h *history) add(ss *streamState, e *histEntry) {
+	ss.hist.push(e)
+	h.all.push(e)
+	if e.ev.Origin != "" {
+		l := h.byOrigin[e.ev.Origin]
+		if l == nil {
+			l = newEntryLog(entrySeq)
+			h.byOrigin[e.ev.Origin] = l
+		}
+		l.push(e)
+	}
+	h.trim(ss, e.at)
+}
+
+// trim evicts ss's entries past the size limit or older than the age limit.
+func (h *history) trim(ss *streamState, now time.Time) {
+	n := 0
+	for ss.hist.len() > h.size {
+		h.evictFront(ss)
+		n++
+	}
+	if h.age > 0 {
+		cut := now.Add(-h.age)
+		for ss.hist.len() > 0 && ss.hist.at(0).at.Before(cut) {
+			h.evictFront(ss)
+			n++
+		}
+	}
+	if n > 0 && h.evictedTotal != nil {
+		h.evictedTotal(n)
+	}
+}
+
+func (h *history) evictFront(ss *streamState) {
+	e := ss.hist.popFront()
+	e.evicted = true
+	h.all.evicted()
+	if e.ev.Origin == "" {
+		return
+	}
+	if l := h.byOrigin[e.ev.Origin]; l != nil {
+		l.evicted()
+		if l.live() == 0 && l.r.len() == 0 {
+			delete(h.byOrigin, e.ev.Origin)
+		}
+	}
+	if ss.evicted == nil {
+		ss.evicted = make(map[string]uint64)
+	}
+	if e.ev.Seq > ss.evicted[e.ev.Origin] {
+		ss.evicted[e.ev.Origin] = e.ev.Seq
+	}
+}
+
+// originRange returns up to limit held events of origin with after < seq
+// <= upTo, in seq order, and whether more follow.
+func (h *history) originRange(origin string, after, upTo uint64, limit int) ([]Event, bool) {
+	l := h.byOrigin[origin]
+	if l == nil {
+		return nil, false
+	}
+	entries, more := l.after(after, upTo, limit)
+	out := make([]Event, len(entries))
+	for i, e := range entries {
+		out[i] = e.ev
+	}
+	return out, more
+}
+
+// len is the number of events held.
+func (h *history) len() int { return h.all.live() }
+
 // streamState is one stream on this replica: its live subscribers and its
 // recent history.
 type streamState struct {
@@ -69,36 +234,6 @@ type streamState struct {
 	// evicted is, per origin, the highest seq that left this stream's history.
 	// A client resuming from below it has lost events, and is told so.
 	evicted map[string]uint64
-}
-
-func (ss *streamState) evictFront() {
-	e := ss.hist.popFront()
-	if e.ev.Origin == "" {
-		return
-	}
-	if ss.evicted == nil {
-		ss.evicted = make(map[string]uint64)
-	}
-	if e.ev.Seq > ss.evicted[e.ev.Origin] {
-		ss.evicted[e.ev.Origin] = e.ev.Seq
-	}
-}
-
-// trim evicts entries past the size limit or older than the age limit.
-func (ss *streamState) trim(size int, age time.Duration, now time.Time) int {
-	n := 0
-	for ss.hist.len() > size {
-		ss.evictFront()
-		n++
-	}
-	if age > 0 {
-		cut := now.Add(-age)
-		for ss.hist.len() > 0 && ss.hist.at(0).at.Before(cut) {
-			ss.evictFront()
-			n++
-		}
-	}
-	return n
 }
 
 func newStreamState() *streamState {

@@ -1,65 +1,44 @@
 package sser
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 )
 
-// maxPendingPerOrigin bounds the events held back behind a gap while it is
-// repaired. Past it the gap is given up (counted as lost) so memory stays bounded.
-const maxPendingPerOrigin = 10000
-
-// originState is what this replica knows of one origin.
-type originState struct {
-	// last is the highest seq applied; every seq up to it is applied or lost.
-	last uint64
-	// base: this replica never knew the seqs at or below it that it did not
-	// apply (it first heard of the origin after them). A client resuming from
-	// below base may have missed events, and is told so.
-	base uint64
-	// lostUpTo is the highest seq given up as lost on this replica.
-	lostUpTo uint64
-	lastAt   time.Time
-	// pending holds events that arrived after a gap, until it is repaired.
-	pending map[uint64]Event
-	// repairing is the end of the gap being repaired, 0 when none.
-	repairing uint64
-	// inPosition is false once the origin has been idle longer than the
-	// history age and dropped from ids.
-	inPosition bool
-}
-
-// gapRequest asks for the events (after, upTo] of an origin.
-type gapRequest struct {
-	origin      string
-	after, upTo uint64
-}
-
 // hub holds the streams and subscribers of one replica and applies events in
-// per-origin order. Sequencing is serialized (one mutex): the position vector
-// after each event is then well defined and identical for all subscribers, so
-// each frame is encoded once. Queueing the frame to a stream's subscribers is
-// sharded by stream (streamState.fanMu) and runs after the hub's lock is
-// released; only subscribers of several streams are served under it, since
+// per-origin order. It is a composition under one lock (mu): the sequencer
+// (per-origin order, gaps, duplicates), the history (rings and their
+// indexes) and the fan-out (per-stream registries). Sequencing is serialized:
+// the position vector after each event is then well defined and identical
+// for all subscribers, so each frame is encoded once.
+//
+// Lock order: hub.mu, then a stream's fanMu (several in one unlockAndFanOut,
+// always taken while hub.mu is held, so two appliers cannot take them in
+// opposite orders), then a subscriber's mu. Queueing a frame to a stream's
+// single-stream subscribers runs under that stream's fanMu after hub.mu is
+// released; subscribers of several streams are served under hub.mu, since
 // their frames must follow one apply order across streams. Writing to
-// sockets happens in each subscriber's own writer, outside both.
+// sockets happens in each subscriber's own writer, outside all of them.
 type hub struct {
-	log         logr.Logger
-	m           *metrics
-	historySize int
-	historyAge  time.Duration
-	now         func() time.Time
-	// repair, when set, is asked (outside the lock) to fetch a gap's events
-	// and to call fill or giveUp. Without it gaps are given up at once.
-	repair func(gapRequest)
+	log  logr.Logger
+	m    *metrics
+	now  func() time.Time
+	opts hubOptions
+	// repair, when set, is told (outside the lock) which origins have gaps;
+	// it fetches what is missing and calls fill or giveUp. Without it gaps
+	// are given up at once.
+	repair func(origin string)
 
 	mu       sync.Mutex
+	seq      *sequencer
+	hist     *history
 	streams  map[string]*streamState
-	origins  map[string]*originState
 	pos      position
 	posID    string
 	idx      uint64
@@ -73,6 +52,16 @@ type hub struct {
 	// warming holds applied events in held until the warm-up snapshot is in.
 	warming bool
 	held    []heldBatch
+	// progress is when the lock was last taken and released by the
+	// watchdog's probe (unix nanoseconds).
+	progress atomic.Int64
+}
+
+// hubOptions are the hub's limits.
+type hubOptions struct {
+	historySize int
+	historyAge  time.Duration
+	maxSeqGap   uint64
 }
 
 type fanItem struct {
@@ -81,42 +70,119 @@ type fanItem struct {
 }
 
 type heldBatch struct {
-	events []Event
-	source string
+	events   []Event
+	source   string
+	heldFrom uint64
 }
 
 func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Duration) *hub {
-	return &hub{
-		log:         log,
-		m:           m,
-		historySize: historySize,
-		historyAge:  historyAge,
-		now:         time.Now,
-		streams:     make(map[string]*streamState),
-		origins:     make(map[string]*originState),
-		subs:        make(map[*subscriber]struct{}),
+	h := &hub{
+		log:     log,
+		m:       m,
+		opts:    hubOptions{historySize: historySize, historyAge: historyAge},
+		now:     time.Now,
+		seq:     newSequencer(),
+		streams: make(map[string]*streamState),
+		subs:    make(map[*subscriber]struct{}),
 	}
+	h.hist = newHistory(historySize, historyAge, func(n int) { m.historyEvicted.Add(float64(n)) })
+	h.progress.Store(time.Now().UnixNano())
+	return h
 }
 
 // apply delivers events to this replica's subscribers and history. Events
 // with an origin are applied in seq order: duplicates are dropped, and an
 // event past a gap waits for the gap to be repaired.
 func (h *hub) apply(events []Event, source string) {
-	var gaps []gapRequest
+	_ = h.applyFrom(events, source, 0)
+}
+
+// applyFrom is apply for events from a peer, checked first as a whole: a
+// seq further ahead than any outbox could cover refuses the whole batch.
+// heldFrom is the lowest seq the sending origin still holds (0 unknown):
+// what lies before it is repaired from other replicas or given up.
+func (h *hub) applyFrom(events []Event, source string, heldFrom uint64) error {
 	h.mu.Lock()
-	if h.warming {
-		h.held = append(h.held, heldBatch{events: events, source: source})
+	if h.closed {
 		h.mu.Unlock()
-		return
+		return nil
 	}
-	now := h.now()
 	for i := range events {
-		if g, ok := h.applyOneLocked(events[i], now, source); ok {
-			gaps = append(gaps, g)
+		if events[i].Origin == "" {
+			continue
+		}
+		if err := h.seq.checkJump(&events[i], heldFrom, h.opts.maxSeqGap); err != nil {
+			h.mu.Unlock()
+			return err
 		}
 	}
+	if h.warming {
+		h.held = append(h.held, heldBatch{events: events, source: source, heldFrom: heldFrom})
+		h.mu.Unlock()
+		return nil
+	}
+	gaps := h.applyLocked(events, source, heldFrom)
 	h.unlockAndFanOut()
 	h.requestRepairs(gaps)
+	return nil
+}
+
+// applyLocked applies events and returns the origins left with a gap.
+func (h *hub) applyLocked(events []Event, source string, heldFrom uint64) []string {
+	var gaps []string
+	now := h.now()
+	for i := range events {
+		ev := events[i]
+		if ev.Origin == "" {
+			// No origin: delivered live to this replica only, with no id
+			// and no history, since no other replica can know of it.
+			h.m.applied(source).Inc()
+			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev)}, false)
+			continue
+		}
+		st, res := h.seq.offer(ev, now)
+		if heldFrom > 0 {
+			st.heldFrom = max(st.heldFrom, heldFrom)
+		}
+		switch res {
+		case offerDuplicate:
+			h.m.eventsDuplicate.Inc()
+		case offerHeld, offerDeferred:
+			if res == offerDeferred {
+				h.m.eventsDeferred.Inc()
+			}
+			if len(gaps) == 0 || gaps[len(gaps)-1] != ev.Origin {
+				gaps = append(gaps, ev.Origin)
+			}
+		case offerApply:
+			h.m.applied(source).Inc()
+			h.applyInOrderLocked(ev, now)
+			h.drainPendingLocked(st, now)
+		}
+	}
+	return gaps
+}
+
+func (h *hub) drainPendingLocked(st *originState, now time.Time) {
+	for {
+		ev, ok := h.seq.next(st)
+		if !ok {
+			return
+		}
+		h.m.applied("reordered").Inc()
+		h.applyInOrderLocked(ev, now)
+	}
+}
+
+func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
+	if st := h.seq.origins[ev.Origin]; st != nil && !st.inPosition {
+		st.inPosition = true
+	}
+	h.pos = h.pos.with(ev.Origin, ev.Seq)
+	h.posID = h.pos.String()
+	h.idx++
+	e := &histEntry{idx: h.idx, ev: ev, pos: h.pos, frame: encodeFrame(h.posID, &ev), at: now}
+	h.deliverLocked(e, h.opts.historySize > 0)
 }
 
 // unlockAndFanOut releases the hub's lock and delivers what the locked
@@ -190,90 +256,17 @@ func (h *hub) overflowLocked(sub *subscriber) {
 	h.removeLocked(sub, reasonOverflow)
 }
 
-func (h *hub) requestRepairs(gaps []gapRequest) {
-	for _, g := range gaps {
+// requestRepairs hands origins with a gap to the repair, or gives their
+// gaps up when there is none.
+func (h *hub) requestRepairs(origins []string) {
+	for _, o := range origins {
 		if h.repair != nil {
-			h.repair(g)
-		} else {
-			h.giveUp(g.origin, g.upTo)
+			h.repair(o)
+			continue
 		}
-	}
-}
-
-func (h *hub) applyOneLocked(ev Event, now time.Time, source string) (gapRequest, bool) {
-	if h.closed {
-		return gapRequest{}, false
-	}
-	if ev.Origin == "" {
-		// Seed format: delivered live to this replica only, with no id and no
-		// history, since no other replica can know of it.
-		h.m.applied(source).Inc()
-		h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev)}, false)
-		return gapRequest{}, false
-	}
-	st := h.origins[ev.Origin]
-	if st == nil {
-		st = &originState{last: ev.Seq - 1, base: ev.Seq - 1}
-		h.origins[ev.Origin] = st
-	}
-	st.lastAt = now
-	switch {
-	case ev.Seq <= st.last:
-		h.m.eventsDuplicate.Inc()
-		return gapRequest{}, false
-	case ev.Seq > st.last+1:
-		if _, dup := st.pending[ev.Seq]; dup {
-			h.m.eventsDuplicate.Inc()
-			return gapRequest{}, false
+		if _, upTo, ok := h.gap(o); ok {
+			h.giveUp(o, upTo)
 		}
-		if st.pending == nil {
-			st.pending = make(map[uint64]Event)
-		}
-		st.pending[ev.Seq] = ev
-		if len(st.pending) > maxPendingPerOrigin {
-			h.log.Info("gap not repaired in time, giving it up", "origin", ev.Origin, "after", st.last, "held", len(st.pending))
-			h.giveUpLocked(ev.Origin, st, ev.Seq-1)
-			return gapRequest{}, false
-		}
-		if st.repairing == 0 {
-			st.repairing = ev.Seq - 1
-			return gapRequest{origin: ev.Origin, after: st.last, upTo: ev.Seq - 1}, true
-		}
-		return gapRequest{}, false
-	}
-	h.m.applied(source).Inc()
-	h.applyInOrderLocked(st, ev, now)
-	h.drainPendingLocked(st, now)
-	return gapRequest{}, false
-}
-
-func (h *hub) applyInOrderLocked(st *originState, ev Event, now time.Time) {
-	st.last = ev.Seq
-	if !st.inPosition {
-		st.inPosition = true
-	}
-	h.pos = h.pos.with(ev.Origin, ev.Seq)
-	h.posID = h.pos.String()
-	h.idx++
-	e := &histEntry{idx: h.idx, ev: ev, pos: h.pos, frame: encodeFrame(h.posID, &ev), at: now}
-	h.deliverLocked(e, h.historySize > 0)
-}
-
-func (h *hub) drainPendingLocked(st *originState, now time.Time) {
-	for len(st.pending) > 0 {
-		next, ok := st.pending[st.last+1]
-		if !ok {
-			break
-		}
-		delete(st.pending, next.Seq)
-		h.m.applied("reordered").Inc()
-		h.applyInOrderLocked(st, next, now)
-	}
-	if st.repairing != 0 && st.last >= st.repairing {
-		st.repairing = 0
-	}
-	if len(st.pending) == 0 {
-		st.pending = nil
 	}
 }
 
@@ -288,10 +281,7 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 		h.streams[e.ev.Stream] = ss
 	}
 	if keep {
-		ss.hist.push(e)
-		if n := ss.trim(h.historySize, h.historyAge, e.at); n > 0 {
-			h.m.historyEvicted.Add(float64(n))
-		}
+		h.hist.add(ss, e)
 	}
 	if len(ss.subs) > 0 {
 		h.fanout = append(h.fanout, fanItem{ss, e})
@@ -308,10 +298,11 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	h.m.framesQueued.Add(float64(queued))
 }
 
-// aheadFrame gives the frame for a subscriber whose resume point is past
-// this replica's position, or false when the client already has e.
+// aheadFrame gives the frame for a subscriber whose resume point holds
+// events this replica's position does not, or false when the client
+// already has e. The id then merges both, so it never moves backwards.
 func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
-	if e.ev.Origin != "" && e.ev.Seq <= sub.ahead.get(e.ev.Origin) {
+	if e.ev.Origin != "" && sub.ahead.has(e.ev.Origin, e.ev.Seq) {
 		return nil, false
 	}
 	if e.pos == nil {
@@ -329,11 +320,46 @@ func (h *hub) fill(events []Event) {
 	h.apply(events, "repair")
 }
 
+// gap is what origin lacks now, for the repair: (after, upTo].
+func (h *hub) gap(origin string) (after, upTo uint64, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.warming {
+		return 0, 0, false
+	}
+	return h.seq.gap(origin)
+}
+
+// heldFrom is the lowest seq origin said it still holds, 0 when unknown.
+func (h *hub) heldFrom(origin string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if st := h.seq.origins[origin]; st != nil {
+		return st.heldFrom
+	}
+	return 0
+}
+
+// want records that origin has events up to upTo (a peer's notes say so),
+// and reports whether that leaves a gap here.
+func (h *hub) want(origin string, upTo uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.seq.origins[origin]
+	if st == nil || h.closed || h.warming {
+		return false
+	}
+	st.want = max(st.want, upTo)
+	return st.want > st.last
+}
+
 // giveUp stops waiting for an origin's events up to upTo: what has not
-// arrived is counted as lost and the events held behind the gap go out.
+// arrived is counted as lost, every subscriber is told, and the position
+// records the hole so no id claims those events. The events held behind
+// the gap go out.
 func (h *hub) giveUp(origin string, upTo uint64) {
 	h.mu.Lock()
-	if st := h.origins[origin]; st != nil {
+	if st := h.seq.origins[origin]; st != nil && !h.closed {
 		h.giveUpLocked(origin, st, upTo)
 	}
 	h.unlockAndFanOut()
@@ -342,33 +368,47 @@ func (h *hub) giveUp(origin string, upTo uint64) {
 func (h *hub) giveUpLocked(origin string, st *originState, upTo uint64) {
 	now := h.now()
 	var lost uint64
-	for st.last < upTo {
-		if ev, ok := st.pending[st.last+1]; ok {
-			delete(st.pending, ev.Seq)
-			h.applyInOrderLocked(st, ev, now)
-			continue
-		}
-		st.last++
-		lost++
+	lose := func(lo, hi uint64) {
+		lost += hi - lo
+		h.pos = h.pos.withHole(origin, lo, hi)
+		h.posID = h.pos.String()
+		st.lostAt = now
+		h.log.Info("events lost: an origin's events could not be had from it or any peer", "origin", origin, "after", lo, "upTo", hi, "lost", hi-lo)
+		h.tellLostLocked(lostNotice{Reason: "gap", Origin: origin, After: lo, UpTo: hi})
 	}
+	h.seq.giveUp(st, upTo, lose, func(ev Event) {
+		h.m.applied("reordered").Inc()
+		h.applyInOrderLocked(ev, now)
+	})
 	if lost > 0 {
-		st.lostUpTo = max(st.lostUpTo, st.last)
+		st.inPosition = true
 		h.m.eventsLost.Add(float64(lost))
-		h.log.Info("events lost: a gap from an origin could not be repaired", "origin", origin, "lost", lost, "upTo", upTo)
 	}
-	st.repairing = 0
-	h.drainPendingLocked(st, now)
-	if len(st.pending) > 0 {
-		// Another gap lies further on: repair it next, from the lowest held seq.
-		low := uint64(0)
-		for s := range st.pending {
-			if low == 0 || s < low {
-				low = s
-			}
+}
+
+// lostNotice is the data of an sser-lost event.
+type lostNotice struct {
+	// Reason is "gap" (an origin's events could not be had from it or any
+	// peer) or "history" (a resuming client missed events no longer held).
+	Reason  string   `json:"reason"`
+	Origin  string   `json:"origin,omitempty"`
+	After   uint64   `json:"after,omitempty"`
+	UpTo    uint64   `json:"upTo,omitempty"`
+	Streams []string `json:"streams,omitempty"`
+}
+
+// tellLostLocked queues an sser-lost notice to every subscriber: which
+// streams the lost events were on is not known here.
+func (h *hub) tellLostLocked(n lostNotice) {
+	frame := lostFrame(n)
+	var overflow []*subscriber
+	for sub := range h.subs {
+		if !sub.push(frame) {
+			overflow = append(overflow, sub)
 		}
-		st.repairing = low - 1
-		g := gapRequest{origin: origin, after: st.last, upTo: low - 1}
-		go h.requestRepairs([]gapRequest{g})
+	}
+	for _, sub := range overflow {
+		h.overflowLocked(sub)
 	}
 }
 
@@ -393,14 +433,10 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	frames := [][]byte{appendRetry(nil, retryMs)}
 	id := h.posID
 	if resuming {
-		var ahead position
-		for _, e := range from {
-			if e.seq > h.pos.get(e.origin) {
-				ahead = append(ahead, e)
-			}
-		}
-		if len(ahead) > 0 {
-			sub.ahead = ahead
+		if !h.pos.covers(from) {
+			// The client holds events this replica has not applied (yet):
+			// skip them, and merge its position into every id.
+			sub.ahead = from
 		}
 		res.lost = h.lostSinceLocked(sub.streams, from)
 		missed := h.missedLocked(sub.streams, from)
@@ -417,7 +453,7 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		}
 		res.replayed = len(missed)
 		if res.lost {
-			frames = append(frames, lostFrame(sub.streams))
+			frames = append(frames, lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
 		id = h.pos.merge(from).String()
 	}
@@ -450,7 +486,8 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	return res, true
 }
 
-// missedLocked lists the history entries of streams past from, in apply order.
+// missedLocked lists the history entries of streams that from lacks, in
+// apply order.
 func (h *hub) missedLocked(streams []string, from position) []*histEntry {
 	var out []*histEntry
 	for _, name := range streams {
@@ -460,21 +497,13 @@ func (h *hub) missedLocked(streams []string, from position) []*histEntry {
 		}
 		for i := 0; i < ss.hist.len(); i++ {
 			e := ss.hist.at(i)
-			if e.ev.Seq > from.get(e.ev.Origin) {
+			if !from.has(e.ev.Origin, e.ev.Seq) {
 				out = append(out, e)
 			}
 		}
 	}
 	if len(streams) > 1 {
-		slices.SortFunc(out, func(a, b *histEntry) int {
-			switch {
-			case a.idx < b.idx:
-				return -1
-			case a.idx > b.idx:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(out, func(a, b *histEntry) int { return cmpUint(a.idx, b.idx) })
 	}
 	return out
 }
@@ -486,18 +515,21 @@ func (h *hub) lostSinceLocked(streams []string, from position) bool {
 	for _, name := range streams {
 		if ss := h.streams[name]; ss != nil {
 			for origin, seq := range ss.evicted {
-				if seq > from.get(origin) {
+				if from.entry(origin).lacksSome(span{0, seq}) {
 					return true
 				}
 			}
 		}
 	}
-	for origin, st := range h.origins {
+	for origin, st := range h.seq.origins {
 		if !st.inPosition {
 			continue
 		}
-		f := from.get(origin)
-		if st.lostUpTo > f || st.base > f {
+		f := from.entry(origin)
+		if f.lacksSome(span{0, st.base}) {
+			return true
+		}
+		if e := h.pos.entry(origin); e.hasHole() && f.lacksSome(span{e.lo, e.hi}) {
 			return true
 		}
 	}
@@ -592,34 +624,39 @@ func (h *hub) shutdown() {
 }
 
 // sweep evicts history past its age on quiet streams, forgets empty
-// streams, and drops from ids the origins idle for longer than the history
-// age: no replica holds their events any more, so ids stay short.
+// streams, drops from ids the origins idle for longer than the history
+// age (no replica holds their events any more, so ids stay short), and
+// forgets holes once the events in them would have left every history.
 func (h *hub) sweep() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
 	for name, ss := range h.streams {
-		if n := ss.trim(h.historySize, h.historyAge, now); n > 0 {
-			h.m.historyEvicted.Add(float64(n))
-		}
+		h.hist.trim(ss, now)
 		if ss.idle() {
 			delete(h.streams, name)
 		}
 	}
-	if h.historyAge <= 0 {
+	age := h.opts.historyAge
+	if age <= 0 {
 		return
 	}
 	var stale map[string]bool
-	for origin, st := range h.origins {
-		if st.inPosition && len(st.pending) == 0 && now.Sub(st.lastAt) > h.historyAge {
+	for origin, st := range h.seq.origins {
+		if st.inPosition && len(st.pending) == 0 && now.Sub(st.lastAt) > age {
 			st.inPosition = false
 			if stale == nil {
 				stale = make(map[string]bool)
 			}
 			stale[origin] = true
 		}
-		if !st.inPosition && now.Sub(st.lastAt) > 10*h.historyAge {
-			delete(h.origins, origin)
+		if !st.inPosition && now.Sub(st.lastAt) > 10*age {
+			delete(h.seq.origins, origin)
+		}
+		if !st.lostAt.IsZero() && now.Sub(st.lostAt) > 2*age {
+			st.lostAt = time.Time{}
+			h.pos = h.pos.withoutHole(origin)
+			h.posID = h.pos.String()
 		}
 	}
 	if stale != nil {
@@ -633,45 +670,53 @@ func (h *hub) sweep() {
 	}
 }
 
-// divergence compares a peer's knowledge of origins with ours and returns
-// the ranges that peer holds and we lack, for origins we have not heard
-// from for quiet (so not merely in flight). This is how the tail of an
-// origin that died before reaching every peer still gets everywhere: the
-// dead origin never sends again, so no seq gap would ever show it.
-func (h *hub) divergence(peer []OriginInfo, self string, quiet time.Duration) []gapRequest {
+// divergence compares a peer's notes on origins with ours and returns the
+// origins of which that peer holds events we lack and have not heard of
+// for quiet (so not merely in flight). This is how the tail of an origin
+// that died before reaching every peer still gets everywhere: the dead
+// origin never sends again, so no seq gap would ever show it.
+func (h *hub) divergence(peer []OriginInfo, self string, quiet time.Duration) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.warming || h.closed {
 		return nil
 	}
 	now := h.now()
-	var gaps []gapRequest
+	var out []string
 	for _, info := range peer {
-		if info.Origin == self || !validOrigin(info.Origin) || info.Last == 0 {
+		if info.Origin == self || !validOrigin(info.Origin) || info.Last == 0 || info.Base > info.Last {
 			continue
 		}
-		st := h.origins[info.Origin]
+		st := h.seq.origins[info.Origin]
 		if st == nil {
 			st = &originState{last: info.Base, base: info.Base, lastAt: now.Add(-quiet - 1)}
-			h.origins[info.Origin] = st
+			h.seq.origins[info.Origin] = st
 		}
-		if info.Last <= st.last || st.repairing != 0 || len(st.pending) > 0 || now.Sub(st.lastAt) <= quiet {
+		if info.Last <= st.last || now.Sub(st.lastAt) <= quiet {
 			continue
 		}
-		st.repairing = info.Last
-		gaps = append(gaps, gapRequest{origin: info.Origin, after: st.last, upTo: info.Last})
+		st.want = max(st.want, info.Last)
+		out = append(out, info.Origin)
 	}
-	return gaps
+	return out
 }
 
-// origins lists what this replica knows of each origin in its position.
+// originInfos lists what this replica knows of each origin in its position.
 func (h *hub) originInfos() []OriginInfo {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]OriginInfo, 0, len(h.origins))
-	for origin, st := range h.origins {
+	return h.originInfosLocked()
+}
+
+func (h *hub) originInfosLocked() []OriginInfo {
+	out := make([]OriginInfo, 0, len(h.seq.origins))
+	for origin, st := range h.seq.origins {
 		if st.inPosition {
-			out = append(out, OriginInfo{Origin: origin, Last: st.last, Base: st.base, LostUpTo: st.lostUpTo})
+			info := OriginInfo{Origin: origin, Last: st.last, Base: st.base}
+			if e := h.pos.entry(origin); e.hasHole() {
+				info.LostFrom, info.LostUpTo = e.lo, e.hi
+			}
+			out = append(out, info)
 		}
 	}
 	return out
@@ -681,21 +726,32 @@ func (h *hub) originInfos() []OriginInfo {
 func (h *hub) historyLen() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := 0
-	for _, ss := range h.streams {
-		n += ss.hist.len()
-	}
-	return n
+	return h.hist.len()
 }
 
-// lostFrame tells a resuming client that some of the events it missed are
-// no longer held. It is a named event, so EventSource's onmessage ignores it
+// alive is the watchdog's probe: it takes the lock like any publish or
+// subscription would, and records that it got it.
+func (h *hub) alive() {
+	h.mu.Lock()
+	h.mu.Unlock() //nolint:staticcheck // an empty critical section is the probe
+	h.progress.Store(time.Now().UnixNano())
+}
+
+// stalledFor is how long the hub's lock has not been had by the probe.
+func (h *hub) stalledFor(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, h.progress.Load()))
+}
+
+// lostFrame is an sser-lost notice: some events the client should have had
+// cannot be had. It is a named event, so EventSource's onmessage ignores it
 // and listeners opt in with addEventListener("sser-lost", ...).
-func lostFrame(streams []string) []byte {
-	ev := Event{Event: LostEventType, Msg: `{"reason":"history","streams":` + jsonStrings(streams) + `}`}
+func lostFrame(n lostNotice) []byte {
+	data, _ := json.Marshal(n)
+	ev := Event{Event: LostEventType, Msg: string(data)}
 	return appendFrame(nil, "", &ev)
 }
 
-// LostEventType is the SSE event type sent to a resuming client when some
-// of the events it missed are no longer held (history size or age exceeded).
+// LostEventType is the SSE event type that tells a client it missed events
+// that cannot be had: on resume when history no longer holds them, and
+// live when an origin's events could not be had from it or any peer.
 const LostEventType = "sser-lost"

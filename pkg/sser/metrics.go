@@ -21,6 +21,12 @@ type metrics struct {
 	appliedBySource  sync.Map // source -> prometheus.Counter
 	eventsDuplicate  prometheus.Counter
 	eventsLost       prometheus.Counter
+	eventsDeferred   prometheus.Counter
+	backPressure     prometheus.Counter
+	peerRefused      *prometheus.CounterVec
+	peerCutoffs      *prometheus.CounterVec
+	idempotentHits   prometheus.Counter
+	authFailures     *prometheus.CounterVec
 	framesQueued     prometheus.Counter
 	bytesWritten     prometheus.Counter
 	replayed         prometheus.Counter
@@ -31,7 +37,6 @@ type metrics struct {
 	badRequests      *prometheus.CounterVec
 
 	peers            prometheus.Gauge
-	peerQueueDropped *prometheus.CounterVec
 	peerEventsSent   *prometheus.CounterVec
 	peerPostDuration *prometheus.HistogramVec
 	peerPostErrors   *prometheus.CounterVec
@@ -50,7 +55,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.eventsPublished = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_published_total", Help: "Events published through this replica (Send and the publish endpoint)."})
 	m.eventsIn = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_events_applied_total", Help: "Events applied to this replica's subscribers and history, by source."}, []string{"source"})
 	m.eventsDuplicate = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_duplicate_total", Help: "Events received again (a retried batch) and dropped."})
-	m.eventsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_lost_total", Help: "Events of a seq gap that could not be repaired."})
+	m.eventsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_lost_total", Help: "Events of an origin given up because neither it nor any peer held them; every subscriber was told (sser-lost)."})
+	m.eventsDeferred = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_deferred_total", Help: "Events past a gap not held because the holding bounds were reached; the gap repair fetches them again from their origin."})
+	m.backPressure = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_publish_backpressure_total", Help: "Publishes refused with 503 because a peer lagged by the whole outbox."})
+	m.peerRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_events_refused_total", Help: "Peer deliveries refused, by reason (not_peer, origin_owner, origins_per_peer, seq_jump, mixed_origins)."}, []string{"reason"})
+	m.peerCutoffs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_cutoffs_total", Help: "Times a peer that held publishers back longer than the peer cut-off was made to skip what the outbox no longer holds."}, []string{"peer"})
+	m.idempotentHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_publish_idempotent_replays_total", Help: "Publishes answered from the idempotency window instead of being published again."})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_auth_failures_total", Help: "Requests refused for wrong credentials, by endpoint."}, []string{"endpoint"})
 	m.framesQueued = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_frames_queued_total", Help: "Event frames queued to subscribers (one per event per subscriber)."})
 	m.bytesWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_bytes_written_total", Help: "Bytes written to SSE subscribers."})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
@@ -60,13 +71,12 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.warmups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_warmups_total", Help: "Start-up history warm-ups, by result (copied from a peer, or empty)."}, []string{"result"})
 	m.badRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_bad_requests_total", Help: "Requests answered with a 4xx, by endpoint and status."}, []string{"endpoint", "code"})
 	m.peers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_peers", Help: "Replicas in the current peer set, this one included."})
-	m.peerQueueDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_queue_dropped_total", Help: "Events dropped from a peer's queue (oldest first) because it was full, or rejected by the peer."}, []string{"peer"})
 	m.peerEventsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_events_sent_total", Help: "Events delivered to a peer."}, []string{"peer"})
 	m.peerPostDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sser_peer_post_duration_seconds", Help: "Latency of batch POSTs to a peer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"peer"})
 	m.peerPostErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_post_errors_total", Help: "Failed batch POSTs to a peer (each is retried while the peer is in the set)."}, []string{"peer"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
-		m.eventsDuplicate, m.eventsLost, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
-		m.badRequests, m.peers, m.peerQueueDropped, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors} {
+		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
+		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors} {
 		f(c)
 	}
 	return m
@@ -85,10 +95,10 @@ func (m *metrics) applied(source string) prometheus.Counter {
 
 // forgetPeer removes a departed peer's series, so /metrics shows it gone.
 func (m *metrics) forgetPeer(peer string) {
-	m.peerQueueDropped.DeleteLabelValues(peer)
 	m.peerEventsSent.DeleteLabelValues(peer)
 	m.peerPostDuration.DeleteLabelValues(peer)
 	m.peerPostErrors.DeleteLabelValues(peer)
+	m.peerCutoffs.DeleteLabelValues(peer)
 }
 
 func jsonStrings(s []string) string {

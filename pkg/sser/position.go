@@ -200,6 +200,17 @@ func (e originSeq) lacksAll(x span) bool {
 	return e.hasHole() && x.lo >= e.lo && min(x.hi, e.seq) <= e.hi
 }
 
+// lacksSome reports whether e lacks any of the events in x.
+func (e originSeq) lacksSome(x span) bool {
+	if x.hi <= x.lo {
+		return false
+	}
+	if x.hi > e.seq {
+		return true
+	}
+	return e.hasHole() && max(x.lo, e.lo) < min(x.hi, e.hi)
+}
+
 // String encodes p compactly: "origin.seq" or, with a hole,
 // "origin.seq.lo.hi" elements, numbers in base 36, joined by "-". Origins
 // hold only [A-Za-z0-9_], so the encoding is unambiguous and has no

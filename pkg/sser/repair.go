@@ -2,180 +2,244 @@ package sser
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"net/url"
-	"strconv"
+	"sync"
+	"syscall"
 	"time"
 )
 
-// maxSnapshotBytes bounds a warm-up or repair answer read from a peer.
-const maxSnapshotBytes = 512 << 20
+// Repair budget: the pages one pass over an origin may fetch, and the
+// rounds an origin that is not a live peer gets before what nobody holds is
+// given up.
+const (
+	maxRepairPages      = 20
+	deadOriginRounds    = 3
+	repairWorkers       = 2
+	repairRetryMin      = 200 * time.Millisecond
+	repairRetryMax      = 5 * time.Second
+	maxOriginBookByPeer = 1 << 16
+)
 
-// warmingHeader marks a history answer from a replica still warming up.
-const warmingHeader = "X-Sser-Warming"
+// originBook records which peer address announced each origin. An origin
+// is one process incarnation, so it never moves: events of an origin are
+// accepted only from the address that first announced it, and each
+// address may hold a bounded number of origins (one per restart of its pod).
+type originBook struct {
+	maxPerPeer int
 
-var errPeerWarming = errors.New("sser: peer is warming up")
-
-// rangeAnswer is the history endpoint's answer for one origin's seq range.
-type rangeAnswer struct {
-	Origin string  `json:"origin"`
-	Last   uint64  `json:"last"`
-	Events []Event `json:"events"`
+	mu     sync.Mutex
+	owner  map[string]string   // origin -> peer IP
+	byPeer map[string][]string // peer IP -> its origins, oldest first
 }
 
-// noteOrigins remembers which peer IP the events of each origin came from,
-// so a gap is repaired from the origin's own history first.
-func (s *ServerImpl) noteOrigins(peerIP string, events []Event) {
-	if net.ParseIP(peerIP) == nil {
+func newOriginBook(maxPerPeer int) *originBook {
+	return &originBook{maxPerPeer: maxPerPeer, owner: make(map[string]string), byPeer: make(map[string][]string)}
+}
+
+var errOriginOwned = errors.New("origin belongs to another peer")
+
+// bind records that ip announced origin; it fails when another address did.
+func (b *originBook) bind(origin, ip string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cur, ok := b.owner[origin]; ok {
+		if cur != ip {
+			return errOriginOwned
+		}
+		return nil
+	}
+	b.owner[origin] = ip
+	list := append(b.byPeer[ip], origin)
+	if len(list) > b.maxPerPeer {
+		delete(b.owner, list[0])
+		list = list[1:]
+	}
+	b.byPeer[ip] = list
+	if len(b.owner) > maxOriginBookByPeer {
+		// A bound on the book itself: forget an arbitrary binding.
+		for o, p := range b.owner {
+			if o != origin {
+				b.forgetLocked(o, p)
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (b *originBook) forgetLocked(origin, ip string) {
+	delete(b.owner, origin)
+	list := b.byPeer[ip]
+	for i, o := range list {
+		if o == origin {
+			b.byPeer[ip] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(b.byPeer[ip]) == 0 {
+		delete(b.byPeer, ip)
+	}
+}
+
+// hint records where origin lives as a peer reported it, unless known.
+func (b *originBook) hint(origin, ip string) {
+	if ip == "" {
 		return
 	}
-	s.originMu.Lock()
-	for i := range events {
-		if o := events[i].Origin; o != "" && s.originAddr[o] != peerIP {
-			s.originAddr[o] = peerIP
+	_ = b.bind(origin, ip)
+}
+
+// addr is the peer address of origin, "" when unknown.
+func (b *originBook) addr(origin string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.owner[origin]
+}
+
+// repairer fills the gaps of origins: a work queue keyed by origin, fed by
+// seq gaps, by a sender's word that it no longer holds some events, and by
+// anti-entropy. The worker looks at what the origin lacks now, fetches it
+// within a page budget (from the origin first, then from peers' history),
+// and fills it, gives up what cannot be had, or tries again later. Nothing
+// is given up while the origin, alive in the peer set, may still hold it.
+type repairer struct {
+	s      *ServerImpl
+	q      *workQueue
+	mu     sync.Mutex
+	rounds map[string]int // failed rounds per origin
+}
+
+func newRepairer(s *ServerImpl) *repairer {
+	return &repairer{s: s, q: newWorkQueue(), rounds: make(map[string]int)}
+}
+
+// run serves the queue with a few workers until ctx ends.
+func (r *repairer) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range repairWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				origin, ok := r.q.get(ctx)
+				if !ok {
+					return
+				}
+				retry, again := r.repair(ctx, origin)
+				r.q.done(origin)
+				if again {
+					r.q.addAfter(origin, retry)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (r *repairer) round(origin string, failed bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !failed {
+		delete(r.rounds, origin)
+		return 0
+	}
+	r.rounds[origin]++
+	return r.rounds[origin]
+}
+
+// repair does one pass over origin's gap; it returns when to look again.
+func (r *repairer) repair(ctx context.Context, origin string) (time.Duration, bool) {
+	s := r.s
+	after, upTo, ok := s.hub.gap(origin)
+	if !ok {
+		r.round(origin, false)
+		return 0, false
+	}
+	log := s.log.WithValues("origin", origin)
+	owner := s.book.addr(origin)
+	ownerAlive := owner != "" && owner != s.opts.PodIP && s.bc.isPeer(owner)
+	candidates := s.otherPeers()
+	rand.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
+	if ownerAlive {
+		for i, p := range candidates {
+			if p == owner {
+				candidates[0], candidates[i] = candidates[i], candidates[0]
+			}
 		}
 	}
-	s.originMu.Unlock()
-}
-
-// repairCandidates lists where a gap of origin can be fetched: the origin's
-// replica first, then every other peer in random order.
-func (s *ServerImpl) repairCandidates(origin string) []string {
-	s.originMu.Lock()
-	first := s.originAddr[origin]
-	s.originMu.Unlock()
-	peers := s.bc.currentPeers()
-	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	out := make([]string, 0, len(peers))
-	if first != "" && first != s.opts.PodIP {
-		out = append(out, first)
-	}
-	for _, p := range peers {
-		if p != first && p != s.opts.PodIP {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// startRepair fetches a gap's events from a peer in the background. The
-// hub holds the events after the gap meanwhile; what no peer holds is
-// given up (counted as lost) so delivery goes on.
-func (s *ServerImpl) startRepair(g gapRequest) {
-	if !s.background(func() { s.repair(s.bgCtx, g) }) {
-		s.hub.giveUp(g.origin, g.upTo)
-	}
-}
-
-// background runs fn in a goroutine that stopping the server waits for;
-// false (fn not run) once the server is stopping.
-func (s *ServerImpl) background(fn func()) bool {
-	s.bgMu.Lock()
-	defer s.bgMu.Unlock()
-	if s.bgStopped {
-		return false
-	}
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		fn()
-	}()
-	return true
-}
-
-func (s *ServerImpl) repair(ctx context.Context, g gapRequest) {
-	log := s.log.WithValues("origin", g.origin, "after", g.after, "upTo", g.upTo)
-	log.V(1).Info("repairing a seq gap")
-	backoff := 200 * time.Millisecond
-	for round := 0; round < 4; round++ {
-		for _, peer := range s.repairCandidates(g.origin) {
-			ans, err := s.fetchRange(ctx, peer, g)
+	heldFrom := s.hub.heldFrom(origin)
+	pages, filled := 0, 0
+	for _, peer := range candidates {
+		for pages < maxRepairPages {
+			if after, upTo, ok = s.hub.gap(origin); !ok {
+				break
+			}
+			ans, err := s.peers.rangeRead(ctx, peer, origin, after, upTo, defaultPageEvents)
+			pages++
 			if err != nil {
 				log.V(1).Info("gap repair from peer failed", "peer", peer, "error", err.Error())
-				continue
+				if peer == owner && errors.Is(err, syscall.ECONNREFUSED) {
+					// Nothing listens where the origin lived: its process,
+					// and the outbox with it, is gone.
+					ownerAlive = false
+				}
+				break
 			}
-			if ans.Last < g.upTo {
-				continue // that peer has not got that far either
+			if ans.Owner {
+				heldFrom = max(heldFrom, ans.HeldFrom)
+			} else if peer == owner {
+				ownerAlive = false // another incarnation lives there now
 			}
-			s.hub.fill(ans.Events)
-			s.hub.giveUp(g.origin, g.upTo)
-			s.m.repairs.WithLabelValues("repaired").Inc()
-			log.Info("seq gap repaired", "peer", peer, "events", len(ans.Events))
-			return
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			s.hub.giveUp(g.origin, g.upTo)
-			return
-		case <-t.C:
-		}
-		backoff *= 2
-	}
-	s.m.repairs.WithLabelValues("failed").Inc()
-	log.Info("no peer could repair a seq gap")
-	s.hub.giveUp(g.origin, g.upTo)
-}
-
-func (s *ServerImpl) peerURL(ip, path string, q url.Values) string {
-	u := "http://" + net.JoinHostPort(ip, strconv.Itoa(s.opts.PeerPort)) + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	return u
-}
-
-func (s *ServerImpl) fetchRange(ctx context.Context, peer string, g gapRequest) (*rangeAnswer, error) {
-	q := url.Values{"origin": {g.origin}, "after": {strconv.FormatUint(g.after, 10)}, "upTo": {strconv.FormatUint(g.upTo, 10)}}
-	var ans rangeAnswer
-	if err := s.getJSON(ctx, s.peerURL(peer, HistoryURLPath, q), &ans); err != nil {
-		return nil, err
-	}
-	for i := range ans.Events {
-		ev := &ans.Events[i]
-		if ev.Validate() != nil || ev.Origin != g.origin || ev.Seq <= g.after || ev.Seq > g.upTo {
-			return nil, fmt.Errorf("peer %s answered an event outside the range asked", peer)
+			if len(ans.Events) > 0 {
+				s.hub.fill(ans.Events)
+				filled += len(ans.Events)
+			}
+			if !ans.More {
+				break
+			}
 		}
 	}
-	return &ans, nil
+	if after, upTo, ok = s.hub.gap(origin); !ok {
+		s.m.repairs.WithLabelValues("repaired").Inc()
+		log.Info("seq gap repaired", "events", filled, "pages", pages)
+		r.round(origin, false)
+		return 0, false
+	}
+	if pages >= maxRepairPages && filled > 0 {
+		return 0, true // more to fetch: come back at once
+	}
+	switch {
+	case heldFrom > after+1:
+		// The origin no longer holds the start of the gap and no peer
+		// had it: give up what lies before what the origin holds.
+		s.m.repairs.WithLabelValues("failed").Inc()
+		s.hub.giveUp(origin, min(heldFrom-1, upTo))
+		return 0, true
+	case !ownerAlive:
+		if n := r.round(origin, true); n >= deadOriginRounds || ctx.Err() != nil {
+			// The origin is gone and no peer holds the rest of the gap.
+			s.m.repairs.WithLabelValues("failed").Inc()
+			log.Info("no peer holds a gap of an origin that is gone", "after", after, "upTo", upTo, "rounds", n)
+			s.hub.giveUp(origin, upTo)
+			r.round(origin, false)
+			return 0, true
+		}
+		return repairRetryMin, true
+	}
+	// The origin is a live peer that has not answered: it still holds the
+	// events, so wait for it.
+	n := r.round(origin, true)
+	if n == 1 || n%20 == 0 {
+		log.Info("gap waits for its origin, which has not answered", "after", after, "upTo", upTo, "peer", owner, "rounds", n)
+	}
+	return min(repairRetryMin<<min(n, 5), repairRetryMax), true
 }
 
-func (s *ServerImpl) getJSON(ctx context.Context, u string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.PeerTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	if s.opts.PodIP != "" {
-		req.Header.Set(PeerHeader, s.opts.PodIP)
-	}
-	s.setAuth(req)
-	resp, err := s.bc.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(warmingHeader) != "" {
-		return errPeerWarming
-	}
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s: %s", resp.Status, msg)
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, maxSnapshotBytes)).Decode(v)
-}
-
-// warmUp copies recent history from a ready peer before this replica says
-// it is ready, so a client that resumes here after a scale-up or a restart
-// still gets what it missed. With no peer to copy from it starts empty.
+// warmUp copies recent history from a ready peer, page by page, before this
+// replica says it is ready, so a client that resumes here after a scale-up
+// or a restart still gets what it missed. With no peer to copy from it
+// starts empty.
 func (s *ServerImpl) warmUp(ctx context.Context) {
 	var snap *Snapshot
 	var from string
@@ -188,10 +252,9 @@ func (s *ServerImpl) warmUp(ctx context.Context) {
 		rand.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
 		warming := 0
 		for _, p := range candidates {
-			var got Snapshot
-			err := s.getJSON(ctx, s.peerURL(p, HistoryURLPath, nil), &got)
+			got, err := s.fetchSnapshot(ctx, p)
 			if err == nil {
-				snap, from = &got, p
+				snap, from = got, p
 				break
 			}
 			if errors.Is(err, errPeerWarming) {
@@ -211,6 +274,11 @@ func (s *ServerImpl) warmUp(ctx context.Context) {
 		}
 		t.Stop()
 	}
+	if snap != nil {
+		for _, o := range snap.Origins {
+			s.book.hint(o.Origin, o.Addr)
+		}
+	}
 	if err := s.hub.finishWarming(snap); err != nil {
 		s.log.Error(err, "warm-up snapshot could not be imported", "peer", from)
 		snap = nil
@@ -225,26 +293,26 @@ func (s *ServerImpl) warmUp(ctx context.Context) {
 	s.setWarm()
 }
 
-// serveHistory answers peers: with origin, after and upTo, that origin's
-// held events in the range; without, a snapshot of everything held.
-// A replica still warming up answers 503: it has nothing reliable to give.
-func (s *ServerImpl) serveHistory(w http.ResponseWriter, r *http.Request) {
-	if !s.warm.Load() {
-		w.Header().Set(warmingHeader, "1")
-		s.writeError(w, r, "history", http.StatusServiceUnavailable, "warming up", "")
-		return
-	}
-	q := r.URL.Query()
-	if origin := q.Get("origin"); origin != "" {
-		after, err1 := strconv.ParseUint(q.Get("after"), 10, 64)
-		upTo, err2 := strconv.ParseUint(q.Get("upTo"), 10, 64)
-		if !validOrigin(origin) || err1 != nil || err2 != nil || upTo < after {
-			s.writeError(w, r, "history", http.StatusBadRequest, "want origin=[A-Za-z0-9_]{1,32}, after and upTo as integers with after <= upTo", "")
-			return
+// fetchSnapshot reads a peer's whole history page by page. Each page
+// carries the peer's position and notes as of that page, so the last one
+// describes every entry before it.
+func (s *ServerImpl) fetchSnapshot(ctx context.Context, peer string) (*Snapshot, error) {
+	var all *Snapshot
+	after := uint64(0)
+	for pages := 0; ; pages++ {
+		page, err := s.peers.snapshotPage(ctx, peer, after, maxPageEvents)
+		if err != nil {
+			return nil, err
 		}
-		events, last := s.hub.originRange(origin, after, upTo)
-		writeJSON(w, http.StatusOK, rangeAnswer{Origin: origin, Last: last, Events: events})
-		return
+		if all == nil {
+			all = page
+		} else {
+			all.Entries = append(all.Entries, page.Entries...)
+			all.Position, all.Origins, all.Evicted = page.Position, page.Origins, page.Evicted
+		}
+		if !page.More || page.Next <= after || pages > 1000 {
+			return all, nil
+		}
+		after = page.Next
 	}
-	writeJSON(w, http.StatusOK, s.hub.snapshot())
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,25 +35,30 @@ type ServerImpl struct {
 	hub    *hub
 	origin string
 
-	pubMu sync.Mutex // stamps seq and enqueues to peers as one step, so peers get each origin in order
-	seq   uint64
+	// pubMu makes stamping seqs into the outbox and applying locally one
+	// step, so this replica's own subscribers get its events in seq order.
+	pubMu sync.Mutex
+	out   *outbox
+	peers peerClient
+	book  *originBook
+	rep   *repairer
+	idem  *idempotency
 
-	started  atomic.Bool
-	stopped  atomic.Bool
-	ready    atomic.Bool
-	draining atomic.Bool
-	warm     atomic.Bool   // warm-up finished (or not needed)
-	warmCh   chan struct{} // closed with warm
-	bc       *broadcaster
-	listener net.Listener
-	done     chan struct{}
-	handler  http.Handler
+	started   atomic.Bool
+	stopped   atomic.Bool
+	ready     atomic.Bool
+	draining  atomic.Bool
+	warm      atomic.Bool   // warm-up finished (or not needed)
+	warmCh    chan struct{} // closed with warm
+	bc        *broadcaster
+	listener  net.Listener
+	done      chan struct{}
+	handler   http.Handler
+	err       error         // the first failure of any part, once done is closed
+	snapshots chan struct{} // bounds the snapshot pages served at once
+	fail      context.CancelCauseFunc
 
-	originMu   sync.Mutex
-	originAddr map[string]string // origin -> peer IP it came from
-
-	// Background work (gap repairs, warm-up) that must end before Done.
-	bgCtx     context.Context
+	// Background work (warm-up) that must end before Done.
 	bgMu      sync.Mutex
 	bg        sync.WaitGroup
 	bgStopped bool
@@ -91,17 +97,23 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 		}
 	}
 	s := &ServerImpl{
-		opts:       opts,
-		log:        opts.Logger,
-		m:          newMetrics(opts.Registry),
-		origin:     newOrigin(),
-		done:       make(chan struct{}),
-		originAddr: make(map[string]string),
-		warmCh:     make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger,
+		m:         newMetrics(opts.Registry),
+		origin:    newOrigin(),
+		done:      make(chan struct{}),
+		warmCh:    make(chan struct{}),
+		book:      newOriginBook(opts.MaxOriginsPerPeer),
+		snapshots: make(chan struct{}, 2),
 	}
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
-	s.hub.repair = s.startRepair
-	s.bc = newBroadcaster(s.log.WithName("peers"), s.m, &s.opts, opts.PodIP, opts.PeerPort)
+	s.hub.opts.maxSeqGap = opts.MaxSeqGap
+	s.out = newOutbox(opts.OutboxSize, opts.OutboxBytes, opts.PeerCutoff)
+	s.peers = newHTTPPeers(opts.PodIP, opts.PeerPort, opts.PeerToken, opts.PeerTimeout)
+	s.bc = newBroadcaster(s.log.WithName("peers"), s.m, &s.opts, opts.PodIP, s.peers, s.out)
+	s.rep = newRepairer(s)
+	s.hub.repair = s.rep.q.add
+	s.idem = newIdempotency(opts.IdempotencyWindow)
 	s.handler = s.internalRouter()
 	return s, nil
 }
@@ -137,12 +149,17 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		}
 		s.listener = ln
 	}
-	s.bgCtx = ctx
+	// Any part that fails stops the others: run ends then, and Run
+	// returns the failure.
+	runCtx, fail := context.WithCancelCause(ctx)
+	s.fail = fail
+	ctx = runCtx
 	s.hub.startWarming()
 	pfCtx, pfCancel := context.WithCancel(ctx)
 	peers, updates, err := s.opts.PeerFinder.Start(pfCtx)
 	if err != nil {
 		pfCancel()
+		fail(err)
 		if s.listener != nil {
 			_ = s.listener.Close()
 		}
@@ -159,28 +176,30 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
+	goPart := func(fn func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn()
+		}()
+	}
 	var srv *http.Server
 	if s.listener != nil {
-		srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: min(10*time.Second, s.opts.InternalReadTimeout),
+			ReadTimeout: s.opts.InternalReadTimeout, IdleTimeout: 2 * time.Minute,
 			BaseContext: func(net.Listener) context.Context { return ctx }}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		goPart(func() {
 			if err := srv.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.log.Error(err, "internal server stopped")
+				fail(fmt.Errorf("sser: internal server: %w", err))
 			}
-		}()
+		})
 	}
 	if s.opts.AntiEntropyInterval > 0 && s.opts.HistorySize > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.antiEntropy(ctx)
-		}()
+		goPart(func() { s.antiEntropy(ctx) })
 	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
+	goPart(func() { s.rep.run(ctx) })
+	goPart(func() {
 		for {
 			select {
 			case <-ctx.Done():
@@ -193,11 +212,9 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 				s.bc.setPeers(ctx, ips)
 			}
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		every(ctx, min(max(s.opts.HistoryAge/10, time.Second), 30*time.Second), s.hub.sweep)
-	}()
+	})
+	goPart(func() { every(ctx, min(max(s.opts.HistoryAge/10, time.Second), 30*time.Second), s.hub.sweep) })
+	goPart(func() { every(ctx, min(time.Second, s.opts.LivenessStall/4), s.hub.alive) })
 	go func() {
 		<-ctx.Done()
 		s.stopped.Store(true)
@@ -215,18 +232,34 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		s.bg.Wait()
 		s.hub.shutdown()
 		wg.Wait()
+		s.peers.(*httpPeers).close()
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+			s.err = cause
+		}
 		close(s.done)
 	}()
 	return nil
 }
 
-// Run starts the server and blocks until ctx ends and it has stopped.
+// Run starts the server and blocks until ctx ends and every part has
+// stopped. It returns the first failure of any part (the internal listener,
+// say), which also stops the others; nil when ctx ended.
 func (s *ServerImpl) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	<-s.done
-	return nil
+	return s.err
+}
+
+// Err is the failure that stopped the server, once Done is closed.
+func (s *ServerImpl) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
 }
 
 // Done is closed once the server has stopped after its context ended.
@@ -255,35 +288,69 @@ func (s *ServerImpl) Send(ctx context.Context, stream, msg string) error {
 
 // Publish is Send with every field of Event (the event type, say). Origin
 // and Seq are assigned here. All events are checked before any is sent.
+// While a peer lags by the whole outbox it fails with ErrBackPressure and
+// publishes nothing.
 func (s *ServerImpl) Publish(ctx context.Context, events ...Event) error {
+	_, err := s.publish(ctx, events)
+	return err
+}
+
+// Published says which seqs a publish was given: events got first..last
+// of origin, in order.
+type Published struct {
+	Accepted int    `json:"accepted"`
+	Origin   string `json:"origin"`
+	First    uint64 `json:"first"`
+	Last     uint64 `json:"last"`
+}
+
+func (s *ServerImpl) publish(ctx context.Context, events []Event) (Published, error) {
 	for i := range events {
 		events[i].Origin, events[i].Seq = "", 0
 		if err := events[i].Validate(); err != nil {
-			return err
+			return Published{}, err
+		}
+		if strings.HasPrefix(events[i].Event, reservedEventPrefix) {
+			return Published{}, fmt.Errorf("%w: %q", ErrReservedEventType, events[i].Event)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return Published{}, err
 	}
 	if s.stopped.Load() {
-		return ErrClosed
+		return Published{}, ErrClosed
 	}
 	if !s.started.Load() {
-		return ErrNotStarted
+		return Published{}, ErrNotStarted
 	}
 	s.pubMu.Lock()
-	for i := range events {
-		s.seq++
-		events[i].Origin, events[i].Seq = s.origin, s.seq
+	if err := ctx.Err(); err != nil {
+		// The caller gave up while waiting: publishing now would make its
+		// retry publish twice.
+		s.pubMu.Unlock()
+		return Published{}, err
 	}
-	s.hub.apply(events, "local")
-	for i := range events {
-		s.bc.enqueue(events[i])
+	cutoffs, err := s.out.add(s.origin, events)
+	if err == nil {
+		s.hub.apply(events, "local")
 	}
 	s.pubMu.Unlock()
+	for _, c := range cutoffs {
+		s.m.peerCutoffs.WithLabelValues(c.peer).Inc()
+		s.log.Info("peer cut off: it held publishers back longer than the peer cut-off; it skips what the outbox no longer holds",
+			"peer", c.peer, "lag", c.lag, "cutoff", s.opts.PeerCutoff.String())
+	}
+	if err != nil {
+		s.m.backPressure.Inc()
+		return Published{}, err
+	}
+	s.bc.wakeAll()
 	s.m.eventsPublished.Add(float64(len(events)))
-	return nil
+	return Published{Accepted: len(events), Origin: s.origin, First: events[0].Seq, Last: events[len(events)-1].Seq}, nil
 }
+
+// reservedEventPrefix starts the event types of the server's own notices.
+const reservedEventPrefix = "sser-"
 
 // Deliver hands events to this replica's subscribers only, as the peer
 // endpoint does.
@@ -319,6 +386,22 @@ func (s *ServerImpl) setWarm() {
 	if s.warm.CompareAndSwap(false, true) {
 		close(s.warmCh)
 	}
+}
+
+// background runs fn in a goroutine that stopping the server waits for;
+// false (fn not run) once the server is stopping.
+func (s *ServerImpl) background(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgStopped {
+		return false
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn()
+	}()
+	return true
 }
 
 // otherPeers is the current peer set without this replica.

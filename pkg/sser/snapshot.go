@@ -1,29 +1,37 @@
 package sser
 
 import (
-	"slices"
 	"time"
 )
 
-// Snapshot is a replica's history as served to peers: to warm up a new
-// replica, or (filtered to one origin and seq range) to repair a gap.
+// Snapshot is a page of a replica's history as served to peers: to warm up
+// a new replica, page by page in apply order.
 type Snapshot struct {
 	// Position is the serving replica's position vector (an SSE id).
 	Position string `json:"position"`
 	// Origins is what the replica knows of each origin.
 	Origins []OriginInfo `json:"origins"`
-	// Entries are the held events in the replica's apply order.
+	// Entries are held events in the replica's apply order.
 	Entries []SnapshotEntry `json:"entries"`
 	// Evicted is, per stream and origin, the highest seq that left history.
 	Evicted map[string]map[string]uint64 `json:"evicted,omitempty"`
+	// More is true when entries past this page are held; Next is the apply
+	// index to ask for them after.
+	More bool   `json:"more,omitempty"`
+	Next uint64 `json:"next,omitempty"`
 }
 
 // OriginInfo is a replica's knowledge of one origin.
 type OriginInfo struct {
-	Origin   string `json:"origin"`
-	Last     uint64 `json:"last"`
-	Base     uint64 `json:"base,omitempty"`
+	Origin string `json:"origin"`
+	Last   uint64 `json:"last"`
+	Base   uint64 `json:"base,omitempty"`
+	// LostFrom and LostUpTo are the range given up as lost here (the hole
+	// in the position), when there is one.
+	LostFrom uint64 `json:"lostFrom,omitempty"`
 	LostUpTo uint64 `json:"lostUpTo,omitempty"`
+	// Addr is the peer address the origin's events came from.
+	Addr string `json:"addr,omitempty"`
 }
 
 // SnapshotEntry is one held event with the id it was sent with.
@@ -33,17 +41,17 @@ type SnapshotEntry struct {
 	At time.Time `json:"at"`
 }
 
-// snapshot copies the history. Entries are immutable, so only the pointers
-// are copied under the lock.
-func (h *hub) snapshot() *Snapshot {
+// snapshotPage copies up to limit history entries past apply index after.
+// Entries are immutable, so only pointers are taken under the lock.
+func (h *hub) snapshotPage(after uint64, limit int) *Snapshot {
 	h.mu.Lock()
-	snap := &Snapshot{Position: h.posID}
-	var entries []*histEntry
-	for name, ss := range h.streams {
-		for i := 0; i < ss.hist.len(); i++ {
-			entries = append(entries, ss.hist.at(i))
-		}
-		if len(ss.evicted) > 0 {
+	snap := &Snapshot{Position: h.posID, Origins: h.originInfosLocked()}
+	entries, more := h.hist.all.after(after, ^uint64(0), limit)
+	if !more {
+		for name, ss := range h.streams {
+			if len(ss.evicted) == 0 {
+				continue
+			}
 			if snap.Evicted == nil {
 				snap.Evicted = make(map[string]map[string]uint64)
 			}
@@ -54,40 +62,29 @@ func (h *hub) snapshot() *Snapshot {
 			snap.Evicted[name] = m
 		}
 	}
-	for origin, st := range h.origins {
-		if st.inPosition {
-			snap.Origins = append(snap.Origins, OriginInfo{Origin: origin, Last: st.last, Base: st.base, LostUpTo: st.lostUpTo})
-		}
-	}
 	h.mu.Unlock()
-	slices.SortFunc(entries, func(a, b *histEntry) int { return cmpUint(a.idx, b.idx) })
 	snap.Entries = make([]SnapshotEntry, len(entries))
 	for i, e := range entries {
 		snap.Entries[i] = SnapshotEntry{Event: e.ev, ID: e.pos.String(), At: e.at}
 	}
+	if more {
+		snap.More, snap.Next = true, entries[len(entries)-1].idx
+	}
 	return snap
 }
 
-// originRange returns the held events of origin with after < seq <= upTo,
-// in seq order, and the highest seq of origin this replica has applied.
-func (h *hub) originRange(origin string, after, upTo uint64) ([]Event, uint64) {
+// originRange returns up to limit held events of origin with after < seq
+// <= upTo, in seq order, whether more follow, and the highest seq of origin
+// this replica has applied.
+func (h *hub) originRange(origin string, after, upTo uint64, limit int) ([]Event, bool, uint64) {
 	h.mu.Lock()
-	var out []Event
-	for _, ss := range h.streams {
-		for i := 0; i < ss.hist.len(); i++ {
-			e := ss.hist.at(i)
-			if e.ev.Origin == origin && e.ev.Seq > after && e.ev.Seq <= upTo {
-				out = append(out, e.ev)
-			}
-		}
-	}
+	defer h.mu.Unlock()
+	events, more := h.hist.originRange(origin, after, upTo, limit)
 	var last uint64
-	if st := h.origins[origin]; st != nil {
+	if st := h.seq.origins[origin]; st != nil {
 		last = st.last
 	}
-	h.mu.Unlock()
-	slices.SortFunc(out, func(a, b Event) int { return cmpUint(a.Seq, b.Seq) })
-	return out, last
+	return events, more, last
 }
 
 func cmpUint(a, b uint64) int {
@@ -120,14 +117,9 @@ func (h *hub) finishWarming(snap *Snapshot) error {
 	h.warming = false
 	held := h.held
 	h.held = nil
-	var gaps []gapRequest
-	now := h.now()
+	var gaps []string
 	for _, b := range held {
-		for _, ev := range b.events {
-			if g, ok := h.applyOneLocked(ev, now, b.source); ok {
-				gaps = append(gaps, g)
-			}
-		}
+		gaps = append(gaps, h.applyLocked(b.events, b.source, b.heldFrom)...)
 	}
 	h.unlockAndFanOut()
 	h.requestRepairs(gaps)
@@ -144,7 +136,11 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		if !validOrigin(o.Origin) {
 			continue
 		}
-		h.origins[o.Origin] = &originState{last: o.Last, base: o.Base, lostUpTo: o.LostUpTo, lastAt: now, inPosition: true}
+		h.seq.origins[o.Origin] = &originState{last: o.Last, base: o.Base, lastAt: now, inPosition: true}
+		if o.LostUpTo > o.LostFrom {
+			pos = pos.withHole(o.Origin, o.LostFrom, min(o.LostUpTo, o.Last))
+			h.seq.origins[o.Origin].lostAt = now
+		}
 	}
 	imported := 0
 	for i := range snap.Entries {
@@ -163,7 +159,7 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		}
 		h.idx++
 		ev := se.Event
-		ss.hist.push(&histEntry{idx: h.idx, ev: ev, pos: epos, frame: appendFrame(nil, se.ID, &ev), at: se.At})
+		h.hist.add(ss, &histEntry{idx: h.idx, ev: ev, pos: epos, frame: appendFrame(nil, se.ID, &ev), at: se.At})
 		imported++
 	}
 	for name, m := range snap.Evicted {
@@ -171,13 +167,15 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		if ss == nil || ValidateStreamName(name) != nil {
 			continue
 		}
-		ss.evicted = make(map[string]uint64, len(m))
+		if ss.evicted == nil {
+			ss.evicted = make(map[string]uint64, len(m))
+		}
 		for o, s := range m {
-			ss.evicted[o] = s
+			ss.evicted[o] = max(ss.evicted[o], s)
 		}
 	}
 	for _, ss := range h.streams {
-		ss.trim(h.historySize, h.historyAge, now)
+		h.hist.trim(ss, now)
 	}
 	h.pos = pos
 	h.posID = pos.String()
