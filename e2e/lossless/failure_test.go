@@ -164,16 +164,17 @@ func TestPausedPeerRepairsGap(t *testing.T) {
 // replica drops events whose origin and seq it has already applied.
 func TestRetriedBatchDeliveredOnce(t *testing.T) {
 	skipShort(t)
-	c := newCluster(t, 1)
+	from := subnet + "91" // the peer that publishes origin "retried"
+	c := newCluster(t, 1, peersWith(1, from))
 	c.startAll()
 	a := subscribe(t, "a", c.eventsURL(0))
 	waitFor(t, deadline, "a to connect", func() bool { n, _, _ := a.connections(); return n == 1 })
 	ev := func(seq int) map[string]any {
 		return map[string]any{"stream": stream, "msg": fmt.Sprintf("o-%d", seq), "origin": "retried", "seq": seq}
 	}
-	sendRaw(t, c, 0, ev(1), ev(2), ev(3))
-	sendRaw(t, c, 0, ev(1), ev(2), ev(3)) // the retry
-	sendRaw(t, c, 0, ev(3), ev(4))        // overlapping the next batch
+	sendRaw(t, c, 0, from, ev(1), ev(2), ev(3))
+	sendRaw(t, c, 0, from, ev(1), ev(2), ev(3)) // the retry
+	sendRaw(t, c, 0, from, ev(3), ev(4))        // overlapping the next batch
 	waitFor(t, deadline, "o-4", func() bool { return slices.Contains(a.messages(), "o-4") })
 	if got, want := a.messages(), names("o", 1, 5); !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)

@@ -728,14 +728,28 @@ func (tl tally) ok() bool {
 }
 
 // sendRaw posts events in the peer wire format to replica i's peer
-// endpoint, as a peer would: with their origin and seq.
-func sendRaw(t *testing.T, c *cluster, i int, events ...map[string]any) {
+// endpoint, as the peer at from would: with their origin and seq. from must
+// be in the cluster's peer set (see peersWith); a replica accepts an
+// origin's events only from the peer that announced it, one origin a request.
+func sendRaw(t *testing.T, c *cluster, i int, from string, events ...map[string]any) {
 	t.Helper()
 	body, err := json.Marshal(events)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := postJSON(t.Context(), http.DefaultClient, c.internalURL(i)+"/api/json/v1/send", string(body)); err != nil {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	if err := postJSON(t.Context(), hc, c.internalURL(i)+"/api/json/v1/send", string(body)); err != nil {
 		t.Fatalf("send to replica %d: %v", i, err)
 	}
+}
+
+// peersWith is the --peers flag for a cluster of n replicas plus the
+// given addresses, where no replica runs: a test speaks as a peer from them.
+func peersWith(n int, extra ...string) string {
+	ips := make([]string, 0, n+len(extra))
+	for i := range n {
+		ips = append(ips, ipOf(i))
+	}
+	return "--peers=" + strings.Join(append(ips, extra...), ",")
 }

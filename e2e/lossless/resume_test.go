@@ -145,7 +145,9 @@ func TestResumeBeyondHistory(t *testing.T) {
 // as their peer queues could deliver them.
 func TestReplayedIDCoversResumePoint(t *testing.T) {
 	skipShort(t)
-	c := newCluster(t, 2)
+	// oa, ob and oc are published by peers at these addresses.
+	pa, pb, pc := subnet+"91", subnet+"92", subnet+"93"
+	c := newCluster(t, 2, peersWith(2, pa, pb, pc))
 	c.startAll()
 	ev := func(origin string, seq int) map[string]any {
 		return map[string]any{"stream": stream, "msg": origin + "-" + string(rune('0'+seq)), "origin": origin, "seq": seq}
@@ -153,12 +155,14 @@ func TestReplayedIDCoversResumePoint(t *testing.T) {
 
 	a := subscribe(t, "a@r0", c.eventsURL(0))
 	waitFor(t, deadline, "a to connect", func() bool { n, _, _ := a.connections(); return n == 1 })
-	sendRaw(t, c, 0, ev("oa", 1), ev("ob", 1)) // r0 applies oa1, ob1
+	sendRaw(t, c, 0, pa, ev("oa", 1)) // r0 applies oa1, ob1
+	sendRaw(t, c, 0, pb, ev("ob", 1))
 	waitAll(t, deadline, []*recorder{a}, 2)
 	_ = a.s.Close()
 	id := a.s.LastEventID()
-	sendRaw(t, c, 0, ev("oa", 2))
-	sendRaw(t, c, 1, ev("oa", 1), ev("oa", 2), ev("ob", 1)) // r1: oa2 before ob1
+	sendRaw(t, c, 0, pa, ev("oa", 2))
+	sendRaw(t, c, 1, pa, ev("oa", 1), ev("oa", 2)) // r1: oa2 before ob1
+	sendRaw(t, c, 1, pb, ev("ob", 1))
 
 	// Resume on r1, process one event, stop, remember its id.
 	errStop := errors.New("processed one")
@@ -184,7 +188,7 @@ func TestReplayedIDCoversResumePoint(t *testing.T) {
 	// next event must be the live one.
 	b := subscribe(t, "b@r0", c.eventsURL(0), client.WithLastEventID(first.ID))
 	waitFor(t, deadline, "b to connect", func() bool { n, _, _ := b.connections(); return n == 1 })
-	sendRaw(t, c, 0, ev("oc", 1))
+	sendRaw(t, c, 0, pc, ev("oc", 1))
 	waitFor(t, deadline, "the live event", func() bool { return slices.Contains(b.messages(), "oc-1") })
 	if got := b.messages(); !slices.Equal(got, []string{"oc-1"}) {
 		t.Errorf("client had oa-1, ob-1, oa-2 (ids %q then %q); resuming from the replayed event's id gave %q, want only the live oc-1",
