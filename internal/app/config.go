@@ -31,17 +31,33 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		WriteTimeout:      o.WriteTimeout,
 		SubscriberQueue:   o.SubscriberQueue,
 		CORSOrigins:       o.CORSOrigins,
-		PeerQueue:         o.PeerQueue,
 		PeerBatch:         o.PeerBatch,
 		PeerTimeout:       o.PeerTimeout,
 		PeerBackoffMax:    o.PeerBackoffMax,
 		MaxBodyBytes:      o.MaxBodyBytes,
 		HistorySize:       o.HistorySize,
 		HistoryAge:        o.HistoryAge,
-		InternalToken:     o.InternalToken,
+
+		PeerToken:     o.PeerToken,
+		PublishToken:  o.PublishToken,
+		InternalToken: o.InternalToken,
+
+		OutboxSize:          o.OutboxSize,
+		OutboxBytes:         o.OutboxBytes,
+		PeerCutoff:          o.PeerCutoff,
+		MaxSeqGap:           o.MaxSeqGap,
+		MaxOriginsPerPeer:   o.MaxOriginsPerPeer,
+		IdempotencyWindow:   o.IdempotencyWindow,
+		LivenessStall:       o.LivenessStall,
+		InternalReadTimeout: o.InternalReadTimeout,
 	}
+	// The flags say 0 for "off" where the library says negative (its zero
+	// means the default).
 	if o.HistorySize == 0 {
 		so.HistorySize = -1
+	}
+	if o.IdempotencyWindow == 0 {
+		so.IdempotencyWindow = -1
 	}
 	if patterns := o.AllowedStreams; len(patterns) > 0 {
 		so.AllowStream = func(_ *http.Request, stream string) bool {

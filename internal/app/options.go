@@ -41,16 +41,29 @@ type Options struct {
 	MaxConnectionTime time.Duration
 	WriteTimeout      time.Duration
 	SubscriberQueue   int
-	PeerQueue         int
 	PeerBatch         int
 	PeerTimeout       time.Duration
 	PeerBackoffMax    time.Duration
 	MaxBodyBytes      int64
 	CORSOrigins       []string
 	AllowedStreams    []string
-	InternalToken     string
 	HistorySize       int
 	HistoryAge        time.Duration
+
+	// Credentials of the internal port.
+	PeerToken     string
+	PublishToken  string
+	InternalToken string
+
+	// OutboxSize is also set by --peer-queue, its older name.
+	OutboxSize          int
+	OutboxBytes         int64
+	PeerCutoff          time.Duration
+	MaxSeqGap           uint64
+	MaxOriginsPerPeer   int
+	IdempotencyWindow   time.Duration
+	LivenessStall       time.Duration
+	InternalReadTimeout time.Duration
 
 	DrainWindow     time.Duration
 	ShutdownTimeout time.Duration
@@ -59,29 +72,38 @@ type Options struct {
 	DemoPage        bool
 }
 
-// NewOptions returns the defaults.
+// NewOptions returns the defaults: the library's (sser.DefaultOptions) for
+// everything the library defines.
 func NewOptions() *Options {
+	d := sser.DefaultOptions()
 	return &Options{
-		FrontendAddr:    ":8000",
-		InternalAddr:    ":7000",
-		PeerFinder:      FinderAuto,
-		Selector:        "app.kubernetes.io/name=sser",
-		Heartbeat:       sser.DefaultHeartbeat,
-		Retry:           sser.DefaultRetry,
-		WriteTimeout:    sser.DefaultWriteTimeout,
-		SubscriberQueue: sser.DefaultSubscriberQueue,
-		PeerQueue:       sser.DefaultPeerQueue,
-		PeerBatch:       sser.DefaultPeerBatch,
-		PeerTimeout:     sser.DefaultPeerTimeout,
-		PeerBackoffMax:  5 * time.Second,
-		MaxBodyBytes:    sser.DefaultMaxBodyBytes,
-		HistorySize:     sser.DefaultHistorySize,
-		HistoryAge:      sser.DefaultHistoryAge,
-		DrainWindow:     10 * time.Second,
-		ShutdownTimeout: 5 * time.Second,
-		LogLevel:        "info",
-		LogFormat:       "json",
-		DemoPage:        true,
+		FrontendAddr:        ":8000",
+		InternalAddr:        ":7000",
+		PeerFinder:          FinderAuto,
+		Selector:            "app.kubernetes.io/name=sser",
+		Heartbeat:           d.Heartbeat,
+		Retry:               d.Retry,
+		WriteTimeout:        d.WriteTimeout,
+		SubscriberQueue:     d.SubscriberQueue,
+		PeerBatch:           d.PeerBatch,
+		PeerTimeout:         d.PeerTimeout,
+		PeerBackoffMax:      d.PeerBackoffMax,
+		MaxBodyBytes:        d.MaxBodyBytes,
+		HistorySize:         d.HistorySize,
+		HistoryAge:          d.HistoryAge,
+		OutboxSize:          d.OutboxSize,
+		OutboxBytes:         d.OutboxBytes,
+		PeerCutoff:          d.PeerCutoff,
+		MaxSeqGap:           d.MaxSeqGap,
+		MaxOriginsPerPeer:   d.MaxOriginsPerPeer,
+		IdempotencyWindow:   d.IdempotencyWindow,
+		LivenessStall:       d.LivenessStall,
+		InternalReadTimeout: d.InternalReadTimeout,
+		DrainWindow:         10 * time.Second,
+		ShutdownTimeout:     5 * time.Second,
+		LogLevel:            "info",
+		LogFormat:           "json",
+		DemoPage:            true,
 	}
 }
 
@@ -147,6 +169,35 @@ func (e *envFlags) integer(p *int, name, env, u string) {
 	e.fs.IntVar(p, name, *p, e.usage(u, env))
 }
 
+// integerAlias registers old as an older name of the flag newName on p:
+// both set the same option, the one given last on the command line wins,
+// and the older variable applies only while the newer one is unset.
+func (e *envFlags) integerAlias(p *int, old, oldEnv, newName, newEnv string) {
+	if _, set := e.lookup(newName, newEnv); !set {
+		if v, ok := e.lookup(old, oldEnv); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				e.errs = append(e.errs, fmt.Errorf("%s=%q: not an integer", oldEnv, v))
+			} else {
+				*p = n
+			}
+		}
+	}
+	e.fs.IntVar(p, old, *p, e.usage("older name of --"+newName, oldEnv))
+}
+
+func (e *envFlags) uint64(p *uint64, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not a non-negative integer", env, v))
+		} else {
+			*p = n
+		}
+	}
+	e.fs.Uint64Var(p, name, *p, e.usage(u, env))
+}
+
 func (e *envFlags) int64(p *int64, name, env, u string) {
 	if v, ok := e.lookup(name, env); ok {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -206,13 +257,26 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.list(&o.AllowedStreams, "allowed-streams", "SSER_ALLOWED_STREAMS", "glob patterns (path.Match) of the streams clients may subscribe to; others get 204 No Content (empty allows all)")
 	e.integer(&o.HistorySize, "history-size", "SSER_HISTORY_SIZE", "events kept per stream for resuming clients (0 disables)")
 	e.dur(&o.HistoryAge, "history-age", "SSER_HISTORY_AGE", "how long events are kept for resuming clients")
-	// Peers' queues and bodies.
-	e.str(&o.InternalToken, "internal-token", "SSER_INTERNAL_TOKEN", "when set, required as 'Authorization: Bearer <token>' on the internal event endpoints and sent to peers (prefer the env variable, from a Secret)")
-	e.integer(&o.PeerQueue, "peer-queue", "SSER_PEER_QUEUE", "events queued for one peer before the oldest are dropped")
+	// Credentials of the internal port (prefer the variables, from a Secret:
+	// flags show in the process list).
+	e.str(&o.PeerToken, "peer-token", "SSER_PEER_TOKEN", "when set, the replicas' credential: required as 'Authorization: Bearer <token>' on peer delivery, history and origins, and sent to peers; the same on every replica")
+	e.str(&o.PublishToken, "publish-token", "SSER_PUBLISH_TOKEN", "when set, required as 'Authorization: Bearer <token>' on publish; it grants publishing only, so it must differ from --peer-token")
+	e.str(&o.InternalToken, "internal-token", "SSER_INTERNAL_TOKEN", "older single credential: while set, accepted as the peer token and as the publish token (wherever those are unset it is used as them)")
+	// Peers: the outbox, back-pressure and what a peer may send.
+	e.integer(&o.OutboxSize, "outbox-size", "SSER_OUTBOX_SIZE", "this replica's own events held for peers that have not acknowledged them and for repairs; a peer lagging by all of them brings publishers back-pressure (503), then is cut off")
+	e.integerAlias(&o.OutboxSize, "peer-queue", "SSER_PEER_QUEUE", "outbox-size", "SSER_OUTBOX_SIZE")
+	e.int64(&o.OutboxBytes, "outbox-bytes", "SSER_OUTBOX_BYTES", "bound on the message bytes the outbox holds")
+	e.dur(&o.PeerCutoff, "peer-cutoff", "SSER_PEER_CUTOFF", "how long one lagging peer may hold publishers back (503 with Retry-After) before it is cut off and told of the loss")
 	e.integer(&o.PeerBatch, "peer-batch", "SSER_PEER_BATCH", "most events in one POST to a peer")
-	e.dur(&o.PeerTimeout, "peer-timeout", "SSER_PEER_TIMEOUT", "limit on one POST to a peer")
+	e.dur(&o.PeerTimeout, "peer-timeout", "SSER_PEER_TIMEOUT", "limit on one POST to a peer (a peer that times out gets up to 4x as long)")
 	e.dur(&o.PeerBackoffMax, "peer-backoff-max", "SSER_PEER_BACKOFF_MAX", "longest wait between retries to an unreachable peer")
+	e.uint64(&o.MaxSeqGap, "max-seq-gap", "SSER_MAX_SEQ_GAP", "largest jump ahead in an origin's sequence accepted from a peer; a further one is refused (400)")
+	e.integer(&o.MaxOriginsPerPeer, "max-origins-per-peer", "SSER_MAX_ORIGINS_PER_PEER", "origins one peer address may announce (each restart of a pod brings a new one); the oldest binding is forgotten")
+	// Publishers and the internal listener.
+	e.dur(&o.IdempotencyWindow, "idempotency-window", "SSER_IDEMPOTENCY_WINDOW", "how long a publish's Idempotency-Key is remembered, so a retried publish is applied once (0 disables)")
 	e.int64(&o.MaxBodyBytes, "max-body-bytes", "SSER_MAX_BODY_BYTES", "largest request body accepted on the internal endpoints")
+	e.dur(&o.InternalReadTimeout, "internal-read-timeout", "SSER_INTERNAL_READ_TIMEOUT", "limit on reading one request (header and body) on the internal listener")
+	e.dur(&o.LivenessStall, "liveness-stall", "SSER_LIVENESS_STALL", "/healthz fails when the hub made no progress for this long, so a frozen replica is restarted")
 	// Lifecycle and logs.
 	e.dur(&o.DrainWindow, "drain-window", "SSER_DRAIN_WINDOW", "on SIGTERM, close subscribers at random moments over this window before exiting")
 	e.dur(&o.ShutdownTimeout, "shutdown-timeout", "SSER_SHUTDOWN_TIMEOUT", "after the drain, how long the listeners get to close")
@@ -273,9 +337,21 @@ func (o *Options) Validate() []error {
 	nonNeg("--max-connection-time", o.MaxConnectionTime)
 	nonNeg("--drain-window", o.DrainWindow)
 	nonNeg("--history-age", o.HistoryAge)
-	for name, n := range map[string]int{"--subscriber-queue": o.SubscriberQueue, "--peer-queue": o.PeerQueue, "--peer-batch": o.PeerBatch} {
-		if n <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
+	pos("--peer-cutoff", o.PeerCutoff)
+	pos("--liveness-stall", o.LivenessStall)
+	pos("--internal-read-timeout", o.InternalReadTimeout)
+	nonNeg("--idempotency-window", o.IdempotencyWindow)
+	for _, f := range []struct {
+		name string
+		n    int
+	}{
+		{"--subscriber-queue", o.SubscriberQueue},
+		{"--outbox-size (or --peer-queue)", o.OutboxSize},
+		{"--peer-batch", o.PeerBatch},
+		{"--max-origins-per-peer", o.MaxOriginsPerPeer},
+	} {
+		if f.n <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", f.name, f.n))
 		}
 	}
 	if o.HistorySize < 0 {
@@ -283,6 +359,15 @@ func (o *Options) Validate() []error {
 	}
 	if o.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes must be positive, got %d", o.MaxBodyBytes))
+	}
+	if o.OutboxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--outbox-bytes must be positive, got %d", o.OutboxBytes))
+	}
+	if o.MaxSeqGap == 0 {
+		errs = append(errs, errors.New("--max-seq-gap must be positive, got 0"))
+	}
+	if o.PeerToken != "" && o.PeerToken == o.PublishToken {
+		errs = append(errs, errors.New("--peer-token and --publish-token must differ: a publisher must not be able to pose as a peer"))
 	}
 	if o.LogLevel != "info" && o.LogLevel != "debug" {
 		errs = append(errs, fmt.Errorf("--log-level %q: want info or debug", o.LogLevel))

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +23,13 @@ Publish an event to every subscriber of a stream on every replica, through a
 replica's internal API (POST <url>/api/json/v1/publish). The message is the
 arguments joined by spaces; with none, every line of standard input is
 published as its own event (empty lines are skipped).
+
+A replica that is shutting down, or holding publishers back while a peer
+catches up, answers 503 with Retry-After; sser pub waits as told and tries
+again, up to --retries times. With --idempotency-key, a publish the replica
+already accepted is not applied twice (from stdin, the n-th event is sent
+with the key <key>.<n>, so a rerun of the same input publishes only what
+is missing).
 
 Examples:
   sser pub --stream prices '{"eur":1.08}'
@@ -36,6 +44,13 @@ const pubPath = "/api/json/v1/publish"
 
 // pubMaxLine bounds one stdin line (one event).
 const pubMaxLine = 16 << 20
+
+// pubMaxRetryAfter bounds one wait for a Retry-After, however long the
+// replica asks for.
+const pubMaxRetryAfter = 30 * time.Second
+
+// pubMaxKey is the longest Idempotency-Key a replica accepts.
+const pubMaxKey = 128
 
 var pubErrNoStream = errors.New("sser: --stream is required")
 
@@ -64,7 +79,13 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	stream := fs.String("stream", "", "stream to publish to (required)")
 	event := fs.String("event", "", `SSE event type (default "message")`)
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of each publish request")
-	token := fs.String("token", os.Getenv("SSER_INTERNAL_TOKEN"), "the replicas' internal token, when they require one [SSER_INTERNAL_TOKEN]")
+	defToken := os.Getenv("SSER_PUBLISH_TOKEN")
+	if defToken == "" {
+		defToken = os.Getenv("SSER_INTERNAL_TOKEN")
+	}
+	token := fs.String("token", defToken, "the publish token, when the replicas require one [SSER_PUBLISH_TOKEN, else SSER_INTERNAL_TOKEN]")
+	key := fs.String("idempotency-key", "", "sent as the Idempotency-Key header, so a retried publish is applied once (1-128 printable ASCII characters; from stdin, the n-th event gets <key>.<n>)")
+	retries := fs.Int("retries", 3, "how many times to retry a publish answered 503 with Retry-After")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -82,11 +103,24 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fs.Usage()
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	p := &pubClient{url: endpoint, timeout: *timeout, token: *token, hc: &http.Client{}}
+	if *key != "" {
+		if err := checkIdempotencyKey(*key); err != nil {
+			fmt.Fprintln(stderr, err)
+			fs.Usage()
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+	}
+	if *retries < 0 {
+		err := fmt.Errorf("sser: --retries must not be negative, got %d", *retries)
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	p := &pubClient{url: endpoint, timeout: *timeout, token: *token, retries: *retries, hc: &http.Client{}, sleep: sleepCtx}
 	defer p.hc.CloseIdleConnections()
 
 	if fs.NArg() > 0 {
-		return p.publish(ctx, pubEvent{Stream: *stream, Msg: strings.Join(fs.Args(), " "), Event: *event})
+		return p.publish(ctx, pubEvent{Stream: *stream, Msg: strings.Join(fs.Args(), " "), Event: *event}, *key)
 	}
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 0, 64<<10), pubMaxLine)
@@ -96,10 +130,14 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		if line == "" {
 			continue
 		}
-		if err := p.publish(ctx, pubEvent{Stream: *stream, Msg: line, Event: *event}); err != nil {
-			return fmt.Errorf("line %d: %w", n+1, err)
-		}
 		n++
+		k := ""
+		if *key != "" {
+			k = fmt.Sprintf("%s.%d", *key, n)
+		}
+		if err := p.publish(ctx, pubEvent{Stream: *stream, Msg: line, Event: *event}, k); err != nil {
+			return fmt.Errorf("line %d: %w", n, err)
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("reading stdin: %w", err)
@@ -119,36 +157,97 @@ func pubEndpoint(raw string) (string, error) {
 	return u.String(), nil
 }
 
+// checkIdempotencyKey accepts what a replica accepts as Idempotency-Key:
+// 1 to 128 printable ASCII characters.
+func checkIdempotencyKey(k string) error {
+	if len(k) == 0 || len(k) > pubMaxKey {
+		return fmt.Errorf("sser: --idempotency-key must be 1 to %d characters, got %d", pubMaxKey, len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return fmt.Errorf("sser: --idempotency-key %q: only printable ASCII characters", k)
+		}
+	}
+	return nil
+}
+
 type pubClient struct {
 	url     string
 	token   string
 	timeout time.Duration
+	retries int
 	hc      *http.Client
+	// sleep waits before a retry (sleepCtx; tests record the waits instead).
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
-func (p *pubClient) publish(ctx context.Context, ev pubEvent) error {
+// sleepCtx waits d, or less if ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// publish sends ev, with key as its Idempotency-Key when not empty. A 503
+// with Retry-After means the replica took nothing (it is draining or
+// holding publishers back), so it is retried after the wait it asks for,
+// at most p.retries times.
+func (p *pubClient) publish(ctx context.Context, ev pubEvent, key string) error {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
+	if key != "" {
+		if err := checkIdempotencyKey(key); err != nil {
+			return err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		wait, err := p.post(ctx, body, key)
+		if wait < 0 || attempt >= p.retries {
+			return err
+		}
+		if serr := p.sleep(ctx, wait); serr != nil {
+			return fmt.Errorf("%w (while waiting to retry: %w)", err, serr)
+		}
+	}
+}
+
+// post makes one attempt. When the answer may be retried (503 with
+// Retry-After), wait is how long to wait first; otherwise it is negative.
+func (p *pubClient) post(ctx context.Context, body []byte, key string) (wait time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return -1, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if p.token != "" {
 		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	resp, err := p.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("publish to %s: %w", p.url, err)
+		return -1, fmt.Errorf("publish to %s: %w", p.url, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 == 2 {
-		return nil
+		return -1, nil
+	}
+	wait = -1
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			wait = min(d, pubMaxRetryAfter)
+		}
 	}
 	reason := strings.TrimSpace(string(b))
 	var e struct {
@@ -160,5 +259,20 @@ func (p *pubClient) publish(ctx context.Context, ev pubEvent) error {
 	if reason == "" {
 		reason = "(no reason given)"
 	}
-	return fmt.Errorf("publish to %s: %s: %s", p.url, resp.Status, reason)
+	return wait, fmt.Errorf("publish to %s: %s: %s", p.url, resp.Status, reason)
+}
+
+// parseRetryAfter reads a Retry-After value: delay seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
 }

@@ -181,6 +181,199 @@ func TestRunPubTimeout(t *testing.T) {
 	}
 }
 
+func TestRunPubIdempotencyKey(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		stdin     string
+		wantKeys  []string
+		wantUsage bool
+	}{
+		{name: "no key, no header", args: []string{"m"}, wantKeys: []string{""}},
+		{name: "one message", args: []string{"--idempotency-key", "order-42", "m"}, wantKeys: []string{"order-42"}},
+		{name: "one key per stdin event", args: []string{"--idempotency-key", "run-7"}, stdin: "a\n\nb\nc\n", wantKeys: []string{"run-7.1", "run-7.2", "run-7.3"}},
+		{name: "key too long", args: []string{"--idempotency-key", strings.Repeat("k", 129), "m"}, wantUsage: true},
+		{name: "key not printable", args: []string{"--idempotency-key", "a\tb", "m"}, wantUsage: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var keys []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				keys = append(keys, r.Header.Get("Idempotency-Key"))
+				mu.Unlock()
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, `{"accepted":1}`)
+			}))
+			defer srv.Close()
+			var stderr bytes.Buffer
+			err := RunPub(t.Context(), append([]string{"--url", srv.URL, "--stream", "s"}, tt.args...), strings.NewReader(tt.stdin), io.Discard, &stderr)
+			mu.Lock()
+			defer mu.Unlock()
+			if tt.wantUsage {
+				if !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "--idempotency-key") {
+					t.Fatalf("err = %v, stderr %q: want a usage error naming the key", err, stderr.String())
+				}
+				if len(keys) != 0 {
+					t.Fatalf("published %d times with a bad key", len(keys))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprintf("%q", keys) != fmt.Sprintf("%q", tt.wantKeys) {
+				t.Fatalf("Idempotency-Key headers %q, want %q", keys, tt.wantKeys)
+			}
+		})
+	}
+}
+
+// TestRunPubRetriesBackPressure: a 503 with Retry-After (the replica took
+// nothing) is retried a bounded number of times; other failures are not.
+func TestRunPubRetriesBackPressure(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		refusals   int    // answers 503 before the first 200
+		retryAfter string // on the 503s
+		wantCalls  int
+		wantErr    string
+	}{
+		{name: "retried until accepted", refusals: 2, retryAfter: "0", wantCalls: 3},
+		{name: "http date in the past", refusals: 1, retryAfter: "Mon, 02 Jan 2006 15:04:05 GMT", wantCalls: 2},
+		{name: "bounded", args: []string{"--retries", "2"}, refusals: 100, retryAfter: "0", wantCalls: 3, wantErr: "503 Service Unavailable: back-pressure"},
+		{name: "no retries", args: []string{"--retries", "0"}, refusals: 1, retryAfter: "0", wantCalls: 1, wantErr: "503"},
+		{name: "no Retry-After, no retry", refusals: 1, wantCalls: 1, wantErr: "503"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var calls int
+			var keys []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				calls++
+				n := calls
+				keys = append(keys, r.Header.Get("Idempotency-Key"))
+				mu.Unlock()
+				w.Header().Set("Content-Type", "application/json")
+				if n <= tt.refusals {
+					if tt.retryAfter != "" {
+						w.Header().Set("Retry-After", tt.retryAfter)
+					}
+					w.WriteHeader(http.StatusServiceUnavailable)
+					fmt.Fprint(w, `{"error":"back-pressure: a peer is catching up"}`)
+					return
+				}
+				fmt.Fprint(w, `{"accepted":1}`)
+			}))
+			defer srv.Close()
+			args := append(append([]string{"--url", srv.URL, "--stream", "s", "--idempotency-key", "k"}, tt.args...), "m")
+			err := RunPub(t.Context(), args, nil, io.Discard, io.Discard)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if calls != tt.wantCalls {
+				t.Fatalf("%d requests, want %d", calls, tt.wantCalls)
+			}
+			for i, k := range keys {
+				if k != "k" {
+					t.Fatalf("attempt %d sent Idempotency-Key %q: a retry must send the same key", i, k)
+				}
+			}
+		})
+	}
+}
+
+// TestPubWaitsAsTold: the wait before a retry is the Retry-After, at most
+// pubMaxRetryAfter, and an interrupted wait ends the publish.
+func TestPubWaitsAsTold(t *testing.T) {
+	answers := []string{"3600", "5", ""} // Retry-After of each 503; "" = accept
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		a := answers[min(n, len(answers)-1)]
+		n++
+		mu.Unlock()
+		if a == "" {
+			fmt.Fprint(w, `{"accepted":1}`)
+			return
+		}
+		w.Header().Set("Retry-After", a)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+
+	var waits []time.Duration
+	p := &pubClient{url: srv.URL, timeout: 10 * time.Second, retries: 3, hc: srv.Client(),
+		sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }}
+	if err := p.publish(t.Context(), pubEvent{Stream: "s", Msg: "m"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(waits) != fmt.Sprint([]time.Duration{pubMaxRetryAfter, 5 * time.Second}) {
+		t.Fatalf("waits %v, want [%s 5s]", waits, pubMaxRetryAfter)
+	}
+
+	// The wait is interrupted: the publish fails with the 503 and the reason.
+	mu.Lock()
+	n = 0
+	mu.Unlock()
+	p.sleep = func(context.Context, time.Duration) error { return context.Canceled }
+	err := p.publish(t.Context(), pubEvent{Stream: "s", Msg: "m"}, "")
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("err = %v, want the 503 and the cancellation", err)
+	}
+}
+
+func TestSleepCtx(t *testing.T) {
+	if err := sleepCtx(t.Context(), 0); err != nil {
+		t.Fatalf("no wait: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	done := make(chan error, 1)
+	go func() { done <- sleepCtx(ctx, time.Hour) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("sleepCtx kept waiting after its context ended")
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, false},
+		{"0", 0, true},
+		{" 5 ", 5 * time.Second, true},
+		{"-1", 0, false},
+		{"soon", 0, false},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
+	}
+	for _, tt := range tests {
+		d, ok := parseRetryAfter(tt.in, now)
+		if d != tt.want || ok != tt.ok {
+			t.Errorf("parseRetryAfter(%q) = %s, %v; want %s, %v", tt.in, d, ok, tt.want, tt.ok)
+		}
+	}
+}
+
 func slicesContains(s []string, v string) bool {
 	for _, x := range s {
 		if x == v {

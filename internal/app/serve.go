@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/gorilla/mux"
 
 	"github.com/sser-dev/sser/pkg/sser"
@@ -90,6 +92,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case <-ctx.Done():
 	}
 
+	// From the first signal on, the process ends within the drain window and
+	// the shutdown timeout (and a margin), whatever part of it hangs.
+	disarm := armShutdownGuard(shutdownLimit(o), log, timeAfterFunc, exitProcess)
+	defer disarm()
+
 	// A second signal cuts the drain short.
 	hard, hardStop := signal.NotifyContext(context.WithoutCancel(ctx), os.Interrupt, syscall.SIGTERM)
 	defer hardStop()
@@ -108,6 +115,51 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// shutdownGuardMargin is the time a shutdown gets beyond its drain window
+// and shutdown timeout before the guard ends the process.
+const shutdownGuardMargin = 2 * time.Second
+
+// shutdownLimit is how long after the first signal the process may still run.
+func shutdownLimit(o *Options) time.Duration {
+	return o.DrainWindow + o.ShutdownTimeout + shutdownGuardMargin
+}
+
+// exitProcess ends the process; a variable so that tests can check the
+// shutdown guard without exiting.
+var exitProcess = os.Exit
+
+// afterFunc calls f in its own goroutine after d, unless stop is called
+// first: time.AfterFunc in the binary, a fake clock in tests.
+type afterFunc func(d time.Duration, f func()) (stop func() bool)
+
+func timeAfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+
+var errShutdownStuck = errors.New("sser: shutdown did not finish in time")
+
+// armShutdownGuard ends the process with status 1 when disarm has not been
+// called within limit: a handler that ignores its context or a listener
+// that never closes cannot keep a terminating replica alive until the
+// kubelet's SIGKILL. Once disarm returns, exit is never called.
+func armShutdownGuard(limit time.Duration, log logr.Logger, after afterFunc, exit func(code int)) (disarm func()) {
+	var mu sync.Mutex
+	disarmed := false
+	stop := after(limit, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if disarmed {
+			return
+		}
+		log.Error(errShutdownStuck, "exiting: the shutdown took longer than the drain window and the shutdown timeout allow", "limit", limit.String())
+		exit(1)
+	})
+	return func() {
+		stop()
+		mu.Lock()
+		disarmed = true
+		mu.Unlock()
+	}
 }
 
 func mustAddr(s string) net.Addr {
