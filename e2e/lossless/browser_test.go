@@ -155,7 +155,7 @@ func (w *syncWriter) String() string {
 	return string(w.b)
 }
 
-// Test 8: a browser's EventSource subscribes through the balancer; its
+// A browser's EventSource subscribes through the balancer; its
 // replica is drained; the browser reconnects by itself (to the other
 // replica, with Last-Event-ID) and shows every event once, in order.
 func TestBrowserEventSourceSurvivesDrain(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"github.com/sser-dev/sser/internal/ssetest"
 )
 
-// Test 7: on SIGTERM a replica fails /readyz at once, closes its subscribers
+// On SIGTERM a replica fails /readyz at once, closes its subscribers
 // at random moments spread over the drain window (not all at once, not all
 // early), and exits 0 before the window plus the shutdown timeout.
 func TestDrainSpreadsDisconnects(t *testing.T) {

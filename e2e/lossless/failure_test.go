@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Test 4: SIGKILL one replica mid-stream. Its subscribers reconnect through
+// SIGKILL one replica mid-stream. Its subscribers reconnect through
 // the balancer to the others and miss nothing. The publishers use the other
 // two replicas: what a killed process had accepted but not yet sent to its
 // peers is gone with it, which sser does not promise to survive.
@@ -80,15 +80,16 @@ func TestKilledReplicaSubscribersMissNothing(t *testing.T) {
 	t.Logf("%d subscribers were on the killed replica; %d reconnected; each got all %d events once, in order", onKilled, moved, 2*per)
 }
 
-// Test 5: a peer is paused (SIGSTOP) while events are published; the
-// publishing replicas' queues to it are small, so they overflow and drop
-// events. When it runs again it sees a seq gap from each origin, fetches
-// the missing range from history, and its subscribers get every event of
-// that window, in order.
+// A peer is paused (SIGSTOP) while events are published; the publishing
+// replicas' outboxes are small and their peer cut-off short, so they cut
+// the paused peer off and evict what it never acknowledged. When it runs
+// again it learns from each origin what it no longer holds, fetches that
+// range from the other replica's history, and its subscribers get every
+// event of that window, in order, with nothing reported lost.
 func TestPausedPeerRepairsGap(t *testing.T) {
 	skipShort(t)
 	const queue = 20
-	c := newCluster(t, 3, fmt.Sprintf("--peer-queue=%d", queue), "--peer-timeout=500ms")
+	c := newCluster(t, 3, fmt.Sprintf("--outbox-size=%d", queue), "--peer-cutoff=300ms", "--peer-timeout=500ms")
 	c.startAll()
 	var recs []*recorder
 	for i := range 5 {
@@ -132,10 +133,10 @@ func TestPausedPeerRepairsGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer := `peer="` + ipOf(2) + `"`
-	waitFor(t, deadline, "both queues to the paused peer to overflow", func() bool {
-		return c.metric(0, "sser_peer_queue_dropped_total", peer) > 0 && c.metric(1, "sser_peer_queue_dropped_total", peer) > 0
+	waitFor(t, deadline, "both publishing replicas to cut the paused peer off", func() bool {
+		return c.metric(0, "sser_peer_cutoffs_total", peer) > 0 && c.metric(1, "sser_peer_cutoffs_total", peer) > 0
 	})
-	dropped := c.metric(0, "sser_peer_queue_dropped_total", peer) + c.metric(1, "sser_peer_queue_dropped_total", peer)
+	cutoffs := c.metric(0, "sser_peer_cutoffs_total", peer) + c.metric(1, "sser_peer_cutoffs_total", peer)
 	if err := paused.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +157,8 @@ func TestPausedPeerRepairsGap(t *testing.T) {
 	if repairs == 0 {
 		t.Error("sser_gap_repairs_total is 0 on the paused replica: the events came some other way than a repair")
 	}
-	t.Logf("paused %s; queues dropped %v events; on the paused replica: repairs %v, duplicates dropped %v, lost %v", pause.Round(time.Millisecond),
-		dropped, repairs, c.metric(2, "sser_events_duplicate_total"), c.metric(2, "sser_events_lost_total"))
+	t.Logf("paused %s; cut off %v times; on the paused replica: repairs %v, duplicates dropped %v, lost %v", pause.Round(time.Millisecond),
+		cutoffs, repairs, c.metric(2, "sser_events_duplicate_total"), c.metric(2, "sser_events_lost_total"))
 }
 
 // A peer batch retried after its response was lost is delivered once: the

@@ -10,7 +10,7 @@ import (
 	"github.com/sser-dev/sser/pkg/client"
 )
 
-// Test 1: a client disconnects, events are published meanwhile, and it
+// A client disconnects, events are published meanwhile, and it
 // reconnects to a different replica with Last-Event-ID: it receives exactly
 // the missed events, then live ones.
 func TestResumeOnAnotherReplica(t *testing.T) {
@@ -55,13 +55,14 @@ func sameSet(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
-// Test 2: a replica starts after events were published; a client resumes on
-// it with an id from another replica and gets the missed events. The
-// publishers' queues to the absent replica are small, so what it missed can
-// only come from the history it copies from a peer before it is ready.
+// A replica starts after events were published; a client resumes on it
+// with an id from another replica and gets the missed events. The
+// publishers' outboxes are small and their peer cut-off short, so they cut
+// the absent replica off: what it missed can only come from the history it
+// copies from a peer before it is ready.
 func TestResumeOnReplicaStartedLater(t *testing.T) {
 	skipShort(t)
-	c := newCluster(t, 3, "--peer-queue=10")
+	c := newCluster(t, 3, "--outbox-size=10", "--peer-cutoff=300ms")
 	c.start(0)
 	c.start(1)
 	p, q := newPublisher(c, nil, "p", 0), newPublisher(c, nil, "q", 1)
@@ -74,10 +75,10 @@ func TestResumeOnReplicaStartedLater(t *testing.T) {
 	_ = a.s.Close()
 	id := a.s.LastEventID()
 
-	publishN(30) // r2 is not running; its queues on r0 and r1 overflow
+	publishN(30) // r2 is not running: r0 and r1 cut it off
 	absent := `peer="` + ipOf(2) + `"`
-	if d0, d1 := c.metric(0, "sser_peer_queue_dropped_total", absent), c.metric(1, "sser_peer_queue_dropped_total", absent); d0 == 0 || d1 == 0 {
-		t.Fatalf("queues to the absent replica dropped %v and %v events; the test needs both to overflow", d0, d1)
+	if d0, d1 := c.metric(0, "sser_peer_cutoffs_total", absent), c.metric(1, "sser_peer_cutoffs_total", absent); d0 == 0 || d1 == 0 {
+		t.Fatalf("the absent replica was cut off %v and %v times; the test needs both outboxes to overflow", d0, d1)
 	}
 
 	c.start(2) // waits for /readyz
@@ -95,7 +96,7 @@ func TestResumeOnReplicaStartedLater(t *testing.T) {
 	t.Logf("r2 warm-ups: copied %v, empty %v", c.metric(2, "sser_warmups_total", `result="copied"`), c.metric(2, "sser_warmups_total", `result="empty"`))
 }
 
-// Test 6: resuming from beyond history. The client is told, by the
+// Resuming from beyond history. The client is told, by the
 // X-Sser-Resume header and a sser-lost event, and gets what remains.
 func TestResumeBeyondHistory(t *testing.T) {
 	skipShort(t)

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Test 3: a rolling restart under continuous publishing. Three replicas,
+// A rolling restart under continuous publishing. Three replicas,
 // three publishers (one per replica, moving to another while theirs is not
 // ready, as through a Service) at 135 events/s in all (at least 100 under -race on two busy cores), 30 subscribers on the
 // Go client through the balancer. Each replica in turn gets SIGTERM, drains

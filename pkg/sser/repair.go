@@ -169,7 +169,7 @@ func (r *repairer) repair(ctx context.Context, origin string) (time.Duration, bo
 		}
 	}
 	heldFrom := s.hub.heldFrom(origin)
-	pages, filled := 0, 0
+	pages, filled, unanswered := 0, 0, 0
 	for _, peer := range candidates {
 		for pages < maxRepairPages {
 			if after, upTo, ok = s.hub.gap(origin); !ok {
@@ -179,6 +179,7 @@ func (r *repairer) repair(ctx context.Context, origin string) (time.Duration, bo
 			pages++
 			if err != nil {
 				log.V(1).Info("gap repair from peer failed", "peer", peer, "error", err.Error())
+				unanswered++
 				if peer == owner && errors.Is(err, syscall.ECONNREFUSED) {
 					// Nothing listens where the origin lived: its process,
 					// and the outbox with it, is gone.
@@ -211,10 +212,16 @@ func (r *repairer) repair(ctx context.Context, origin string) (time.Duration, bo
 	}
 	switch {
 	case heldFrom > after+1:
-		// The origin no longer holds the start of the gap and no peer
-		// had it: give up what lies before what the origin holds.
+		// The origin no longer holds the start of the gap. Unless every
+		// peer answered that it does not hold it either, ask again: a
+		// peer that did not answer in time may still have it.
+		if n := r.round(origin, unanswered > 0); n > 0 && n < deadOriginRounds && ctx.Err() == nil {
+			return repairRetryMin, true
+		}
 		s.m.repairs.WithLabelValues("failed").Inc()
+		log.Info("no peer holds what the origin no longer holds", "after", after, "heldFrom", heldFrom, "unanswered", unanswered)
 		s.hub.giveUp(origin, min(heldFrom-1, upTo))
+		r.round(origin, false)
 		return 0, true
 	case !ownerAlive:
 		if n := r.round(origin, true); n >= deadOriginRounds || ctx.Err() != nil {
