@@ -3,9 +3,13 @@
 # do not use Helm get exactly what the chart installs:
 #
 #   manifests/base/                      the chart with default values (release
-#                                        "sser", namespace "sser"), one file per template
-#   manifests/components/network-policy/ the chart's NetworkPolicy
+#                                        "sser", namespace "sser"), one file per
+#                                        template, NetworkPolicy included
 #   manifests/components/autoscaling/    the chart's HorizontalPodAutoscaler
+#
+# One difference from the chart: the peer token's Secret is not rendered. A
+# committed random token would be the same for everyone; the Deployment reads
+# it from the Secret sser-peer-token, which each installation creates.
 #
 # The overlays under manifests/overlays/ are written by hand and only combine
 # these. Usage: hack/gen-manifests.sh [OUTPUT_DIR]   (default: manifests)
@@ -49,7 +53,7 @@ trap 'rm -rf "${tmp}"' EXIT
 
 # Base: every object of a default install, plus its namespace.
 mkdir -p "${tmp}/base"
-render | split "${tmp}/base" > "${tmp}/base.files"
+render --set sser.peerToken.existingSecret=sser-peer-token | split "${tmp}/base" > "${tmp}/base.files"
 cat > "${tmp}/base/namespace.yaml" <<YAML
 ${header}
 apiVersion: v1
@@ -81,7 +85,6 @@ component() {
     echo "  - ${template}"
   } > "${tmp}/components/${name}/kustomization.yaml"
 }
-component network-policy networkpolicy.yaml --set networkPolicy.enabled=true
 component autoscaling hpa.yaml --set autoscaling.enabled=true
 # The HPA owns the replica count; a fixed one in the Deployment would fight it.
 cat >> "${tmp}/components/autoscaling/kustomization.yaml" <<'YAML'
@@ -96,8 +99,9 @@ patches:
         path: /spec/replicas
 YAML
 
+# (base has the NetworkPolicy: no components/network-policy is kept beside it.)
 rm -rf "${out}/base" "${out}/components/network-policy" "${out}/components/autoscaling"
 mkdir -p "${out}/components"
 cp -r "${tmp}/base" "${out}/base"
-cp -r "${tmp}/components/network-policy" "${tmp}/components/autoscaling" "${out}/components/"
+cp -r "${tmp}/components/autoscaling" "${out}/components/"
 echo "manifests written to ${out}" >&2

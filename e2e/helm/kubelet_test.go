@@ -282,7 +282,7 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	env, err := resolveEnv(pod, c, ip)
+	env, err := resolveEnv(ctx, k.client, pod, c, ip)
 	if err != nil {
 		return err
 	}
@@ -360,8 +360,9 @@ func (k *kubelet) writeKubeconfig(ctx context.Context, pod *corev1.Pod) (string,
 }
 
 // resolveEnv turns the container's env into name/value pairs, resolving the
-// downward API fields the kubelet would and $(VAR) references to earlier ones.
-func resolveEnv(pod *corev1.Pod, c corev1.Container, ip string) ([][2]string, error) {
+// downward API fields and Secret keys the kubelet would, and $(VAR)
+// references to earlier ones.
+func resolveEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c corev1.Container, ip string) ([][2]string, error) {
 	var env [][2]string
 	for _, e := range c.Env {
 		switch {
@@ -388,8 +389,26 @@ func resolveEnv(pod *corev1.Pod, c corev1.Container, ip string) ([][2]string, er
 				return nil, fmt.Errorf("env %s: fieldRef %s not supported by the agent", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}
 			env = append(env, [2]string{e.Name, v})
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			optional := ref.Optional != nil && *ref.Optional
+			sec, err := client.CoreV1().Secrets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+			if err != nil {
+				if apierrors.IsNotFound(err) && optional {
+					continue
+				}
+				return nil, fmt.Errorf("env %s: secret %s: %w", e.Name, ref.Name, err)
+			}
+			v, ok := sec.Data[ref.Key]
+			if !ok {
+				if optional {
+					continue
+				}
+				return nil, fmt.Errorf("env %s: secret %s has no key %s", e.Name, ref.Name, ref.Key)
+			}
+			env = append(env, [2]string{e.Name, string(v)})
 		default:
-			return nil, fmt.Errorf("env %s: only values and fieldRefs are supported by the agent", e.Name)
+			return nil, fmt.Errorf("env %s: only values, fieldRefs and secretKeyRefs are supported by the agent", e.Name)
 		}
 	}
 	return env, nil

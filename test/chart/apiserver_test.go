@@ -50,19 +50,19 @@ func TestServerSideDryRun(t *testing.T) {
 		objects   func(t *testing.T) []*unstructured.Unstructured
 		wantKinds int // distinct kinds expected, so an empty render cannot pass
 	}{
-		{"chart defaults", chart("dry-default"), 6},
+		{"chart defaults", chart("dry-default"), 8},
 		{"chart ci/full-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-full", "-f", ciValues(t, "full-values.yaml"))(t)
-		}, 8},
+		}, 9},
 		{"chart ci/minimal-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-minimal", "-f", ciValues(t, "minimal-values.yaml"))(t)
 		}, 2},
-		{"chart NetworkPolicy and HPA", chart("dry-np", "--set", "networkPolicy.enabled=true,networkPolicy.internal.namespaces={shop},autoscaling.enabled=true"), 8},
+		{"chart NetworkPolicy and HPA", chart("dry-np", "--set", "networkPolicy.internal.namespaces={shop},autoscaling.enabled=true"), 9},
 		{"chart sidecar values", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-sidecar", "-f", filepath.Join(RepoRoot(t), "examples", "sidecar", "values.yaml"))(t)
-		}, 6},
-		{"manifests/base", kustomize("manifests/base"), 7},
-		{"manifests/overlays/dev", kustomize("manifests/overlays/dev"), 6},
+		}, 8},
+		{"manifests/base", kustomize("manifests/base"), 8},
+		{"manifests/overlays/dev", kustomize("manifests/overlays/dev"), 7},
 		{"manifests/overlays/production", kustomize("manifests/overlays/production"), 9},
 		{"examples/sidecar", kustomize("examples/sidecar"), 6},
 	}
@@ -240,4 +240,69 @@ func TestRBAC(t *testing.T) {
 			t.Errorf("list secrets in %s as the ServiceAccount: %v, want Forbidden", ns, err)
 		}
 	})
+}
+
+// TestPeerTokenKeptAcrossUpgrade installs the chart into a real API server
+// and upgrades it: the generated peer token must survive every upgrade (old
+// and new pods of a rollout must accept each other), and a Secret the chart
+// did not make is used as it is.
+func TestPeerTokenKeptAcrossUpgrade(t *testing.T) {
+	helm := Helm(t)
+	cfg := StartAPIServer(t)
+	a := NewApplier(t, cfg)
+	kubeconfig := Kubeconfig(t, cfg)
+	const ns = "sser-upgrade"
+	a.EnsureNamespace(t, ns)
+
+	run := func(verb string, args ...string) {
+		t.Helper()
+		args = append([]string{verb, "sser", ChartDir(t), "--namespace", ns, "--kubeconfig", kubeconfig}, args...)
+		if out, err := Run(t, helm, args...); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	token := func() string {
+		t.Helper()
+		s, err := a.Client.CoreV1().Secrets(ns).Get(t.Context(), "sser-peer-token", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(s.Data["token"])
+	}
+
+	run("install")
+	first := token()
+	if len(first) < 32 {
+		t.Fatalf("installed peer token %q is shorter than 32 characters", first)
+	}
+	for i, args := range [][]string{
+		{"--set", "sser.heartbeat=20s"},
+		{"--set", "replicaCount=5", "--reuse-values"},
+		{"--reset-values"},
+	} {
+		run("upgrade", args...)
+		if got := token(); got != first {
+			t.Fatalf("upgrade %d (%q) replaced the peer token %q with %q", i+1, args, first, got)
+		}
+	}
+
+	// Named Secrets are the operator's: the chart leaves them alone and
+	// stops managing its own.
+	run("upgrade", "--set", "sser.peerToken.existingSecret=mine")
+	if _, err := a.Client.CoreV1().Secrets(ns).Get(t.Context(), "sser-peer-token", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the chart's Secret after switching to an existing one: %v, want it removed", err)
+	}
+	d, err := a.Client.AppsV1().Deployments(ns).Get(t.Context(), "sser", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "SSER_PEER_TOKEN" {
+			found = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == "mine"
+		}
+	}
+	if !found {
+		t.Errorf("installed Deployment does not read SSER_PEER_TOKEN from Secret mine: %+v", d.Spec.Template.Spec.Containers[0].Env)
+	}
 }

@@ -29,6 +29,13 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknown anti-affinity preset", "podAntiAffinity=medium", "podAntiAffinity"},
 		{"NetworkPolicy typo", "networkPolicy.enabeld=true", "enabeld"},
 		{"HPA typo", "autoscaling.maxReplica=5", "maxReplica"},
+		{"peer token typo", "sser.peerToken.craete=false", "craete"},
+		{"publish token typo", "sser.publishToken.existingSecert=x", "existingSecert"},
+		{"bad Secret key", "sser.peerToken.key=a/b", "key"},
+		{"negative outbox", "sser.outboxSize=-1", "outboxSize"},
+		{"peer cut-off without unit", "sser.peerCutoff=10", "peerCutoff"},
+		{"liveness stall not a duration", "sser.livenessStall=soon", "livenessStall"},
+		{"idempotency window not a duration", "sser.idempotencyWindow=forever", "idempotencyWindow"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -54,6 +61,8 @@ func TestTemplateRejectsInconsistentValues(t *testing.T) {
 	}{
 		{"max below min", "autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=2", "maxReplicas"},
 		{"no HPA metric", "autoscaling.enabled=true,autoscaling.targetCPUUtilizationPercentage=null", "targetCPUUtilizationPercentage"},
+		{"publish token is the generated peer token", "sser.publishToken.existingSecret=sser-peer-token", "publishToken"},
+		{"publish token is the existing peer token", "sser.peerToken.existingSecret=tokens,sser.publishToken.existingSecret=tokens", "publishToken"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -258,7 +258,7 @@ func wantKinds(t *testing.T, r rendered, want map[string]int) {
 }
 
 func TestTemplate(t *testing.T) {
-	defaultKinds := map[string]int{"Deployment": 1, "Service": 2, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "PodDisruptionBudget": 1}
+	defaultKinds := map[string]int{"Deployment": 1, "Service": 2, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "PodDisruptionBudget": 1, "Secret": 1, "NetworkPolicy": 1}
 	withKinds := func(changes map[string]int) map[string]int {
 		m := maps.Clone(defaultKinds)
 		for k, v := range changes {
@@ -316,22 +316,100 @@ func TestTemplate(t *testing.T) {
 				if Find(r.objs, "Service", "sser-internal") == nil {
 					t.Error("no internal Service sser-internal")
 				}
+
+				// The replicas' credential: a generated Secret, read into SSER_PEER_TOKEN.
+				token := peerToken(t, r, "sser-peer-token", "token")
+				if len(token) < 32 || strings.Trim(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
+					t.Errorf("peer token %q, want 32 or more letters and digits", token)
+				}
+				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "token")
+				wantNoEnv(t, r, "SSER_PUBLISH_TOKEN", "SSER_INTERNAL_TOKEN")
+
+				// The NetworkPolicy is on: the internal port only from the release's own pods.
+				if got, want := internalSources(t, r), []string{"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String()}; !slices.Equal(got, want) {
+					t.Errorf("internal port sources %q, want only the release's pods %q", got, want)
+				}
+
+				// Tuning is left to the binary's defaults.
+				for _, f := range []string{"outbox-size", "peer-cutoff", "idempotency-window", "liveness-stall", "peer-queue"} {
+					if v, ok := r.flag(f); ok {
+						t.Errorf("--%s=%s set by default, want the binary's default", f, v)
+					}
+				}
 			},
 		},
 		{
 			name: "internal token from a Secret", release: "sser", fullname: "sser",
 			args: []string{"--set", "sser.internalToken.existingSecret=sser-token", "--set", "sser.internalToken.key=t"},
 			check: func(t *testing.T, r rendered) {
-				for _, e := range r.sser.Env {
-					if e.Name == "SSER_INTERNAL_TOKEN" {
-						ref := e.ValueFrom
-						if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != "sser-token" || ref.SecretKeyRef.Key != "t" {
-							t.Errorf("SSER_INTERNAL_TOKEN from %+v, want secret sser-token key t", ref)
-						}
-						return
+				wantSecretEnv(t, r, "SSER_INTERNAL_TOKEN", "sser-token", "t")
+				// The older credential comes beside the peer token, not instead of it.
+				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "token")
+			},
+		},
+		{
+			name: "peer token from an existing Secret", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.peerToken.existingSecret=my-peers,sser.peerToken.key=k"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"Secret": 0}))
+				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "my-peers", "k")
+			},
+		},
+		{
+			name: "generated peer token under another key", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.peerToken.key=peer.token"},
+			check: func(t *testing.T, r rendered) {
+				if token := peerToken(t, r, "sser-peer-token", "peer.token"); len(token) < 32 {
+					t.Errorf("peer token %q is shorter than 32 characters", token)
+				}
+				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "peer.token")
+			},
+		},
+		{
+			name: "no peer token", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.peerToken.create=false"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"Secret": 0}))
+				wantNoEnv(t, r, "SSER_PEER_TOKEN")
+			},
+		},
+		{
+			name: "publish token from a Secret", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.publishToken.existingSecret=publishers,sser.publishToken.key=p"},
+			check: func(t *testing.T, r rendered) {
+				wantSecretEnv(t, r, "SSER_PUBLISH_TOKEN", "publishers", "p")
+				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "token")
+				wantNoEnv(t, r, "SSER_INTERNAL_TOKEN")
+			},
+		},
+		{
+			name: "tuning values become flags", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.outboxSize=4096,sser.peerQueue=10,sser.peerCutoff=30s,sser.idempotencyWindow=0s,sser.livenessStall=20s"},
+			check: func(t *testing.T, r rendered) {
+				for f, want := range map[string]string{"outbox-size": "4096", "peer-cutoff": "30s", "idempotency-window": "0s", "liveness-stall": "20s"} {
+					if got, ok := r.flag(f); !ok || got != want {
+						t.Errorf("--%s=%q (set %v), want %q", f, got, ok, want)
 					}
 				}
-				t.Error("no SSER_INTERNAL_TOKEN env")
+				if _, ok := r.flag("peer-queue"); ok {
+					t.Error("--peer-queue rendered beside --outbox-size")
+				}
+			},
+		},
+		{
+			name: "peerQueue is the older name of outboxSize", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.peerQueue=2048"},
+			check: func(t *testing.T, r rendered) {
+				if got, _ := r.flag("outbox-size"); got != "2048" {
+					t.Errorf("--outbox-size=%q, want 2048 from sser.peerQueue", got)
+				}
+			},
+		},
+		{
+			name: "NetworkPolicy can be turned off", release: "sser", fullname: "sser",
+			args: []string{"--set", "networkPolicy.enabled=false"},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"NetworkPolicy": 0}))
 			},
 		},
 		{
@@ -426,42 +504,19 @@ func TestTemplate(t *testing.T) {
 			args: []string{"--set", "fullnameOverride=rt"},
 			check: func(t *testing.T, r rendered) {
 				for _, o := range r.objs {
-					if o.GetName() != "rt" && o.GetName() != "rt-internal" {
+					if o.GetName() != "rt" && o.GetName() != "rt-internal" && o.GetName() != "rt-peer-token" {
 						t.Errorf("%s named %s, want rt", o.GetKind(), o.GetName())
 					}
 				}
+				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "rt-peer-token", "token")
 			},
 		},
 		{
 			name: "NetworkPolicy keeps the internal port to peers and named sources", release: "sser", fullname: "sser",
-			args: []string{"--set", "networkPolicy.enabled=true,networkPolicy.internal.namespaces={shop,monitoring},networkPolicy.internal.podLabels.role=publisher"},
+			args: []string{"--set", "networkPolicy.internal.namespaces={shop,monitoring},networkPolicy.internal.podLabels.role=publisher"},
 			check: func(t *testing.T, r rendered) {
-				wantKinds(t, r, withKinds(map[string]int{"NetworkPolicy": 1}))
-				np := As[networkingv1.NetworkPolicy](t, Find(r.objs, "NetworkPolicy", "sser"))
-				if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
-					t.Errorf("policyTypes %v, want [Ingress] (egress stays open)", np.Spec.PolicyTypes)
-				}
-				if len(np.Spec.Ingress) != 2 {
-					t.Fatalf("%d ingress rules, want 2 (frontend, internal)", len(np.Spec.Ingress))
-				}
-				front, internal := np.Spec.Ingress[0], np.Spec.Ingress[1]
-				if len(front.Ports) != 1 || front.Ports[0].Port.String() != "http" || len(front.From) != 0 {
-					t.Errorf("frontend rule %+v, want port http from anywhere", front)
-				}
-				if len(internal.Ports) != 1 || internal.Ports[0].Port.String() != "internal" {
-					t.Errorf("internal rule ports %+v, want only internal", internal.Ports)
-				}
-				var got []string
-				for _, p := range internal.From {
-					switch {
-					case p.PodSelector != nil && p.NamespaceSelector == nil:
-						got = append(got, "pods:"+labels.SelectorFromSet(p.PodSelector.MatchLabels).String())
-					case p.NamespaceSelector != nil && p.PodSelector == nil:
-						got = append(got, "ns:"+p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
-					default:
-						got = append(got, fmt.Sprintf("other:%+v", p))
-					}
-				}
+				wantKinds(t, r, defaultKinds)
+				got := internalSources(t, r)
 				want := []string{
 					"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String(),
 					"ns:shop", "ns:monitoring", "pods:role=publisher",
@@ -543,9 +598,13 @@ func TestTemplate(t *testing.T) {
 			name: "ci full values", release: "sser", fullname: "sser",
 			args: []string{"-f", "ci/full-values.yaml"},
 			check: func(t *testing.T, r rendered) {
-				wantKinds(t, r, withKinds(map[string]int{"NetworkPolicy": 1, "HorizontalPodAutoscaler": 1}))
+				wantKinds(t, r, withKinds(map[string]int{"HorizontalPodAutoscaler": 1}))
 				if got := r.grace(t); got != 10+20+3+7 {
 					t.Errorf("grace %d, want 40", got)
+				}
+				wantSecretEnv(t, r, "SSER_PUBLISH_TOKEN", "sser-publish-token", "token")
+				if got, _ := r.flag("outbox-size"); got != "4096" {
+					t.Errorf("--outbox-size=%q, want 4096", got)
 				}
 			},
 		},
@@ -577,6 +636,109 @@ func TestTemplate(t *testing.T) {
 			tc.check(t, r)
 		})
 	}
+}
+
+// TestPeerTokenIsFreshOnEveryTemplate: with no cluster to look the Secret
+// up in, each render makes a new token (the documented `helm template`
+// behaviour); the upgrade path is TestPeerTokenKeptAcrossUpgrade.
+func TestPeerTokenIsFreshOnEveryTemplate(t *testing.T) {
+	a := peerToken(t, render(t, "sser", "sser"), "sser-peer-token", "token")
+	b := peerToken(t, render(t, "sser", "sser"), "sser-peer-token", "token")
+	if a == b {
+		t.Fatalf("two renders gave the same peer token %q: it is not random", a)
+	}
+}
+
+// peerToken returns the decoded token in the rendered Secret name under key.
+func peerToken(t *testing.T, r rendered, name, key string) string {
+	t.Helper()
+	sec := As[corev1.Secret](t, Find(r.objs, "Secret", name))
+	if sec.Type != corev1.SecretTypeOpaque {
+		t.Errorf("Secret %s type %q, want Opaque", name, sec.Type)
+	}
+	if len(sec.Data) != 1 || sec.Data[key] == nil {
+		t.Fatalf("Secret %s holds keys %v, want only %q", name, slices.Sorted(maps.Keys(sec.Data)), key)
+	}
+	return string(sec.Data[key])
+}
+
+// wantSecretEnv checks that the sser container reads env name from Secret
+// secret, key key, and that a Secret the chart renders holds that key.
+func wantSecretEnv(t *testing.T, r rendered, name, secret, key string) {
+	t.Helper()
+	for _, e := range r.sser.Env {
+		if e.Name != name {
+			continue
+		}
+		ref := e.ValueFrom
+		if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != secret || ref.SecretKeyRef.Key != key {
+			t.Errorf("%s from %+v, want Secret %s key %s", name, ref, secret, key)
+			return
+		}
+		if ref.SecretKeyRef.Optional != nil && *ref.SecretKeyRef.Optional {
+			t.Errorf("%s is optional: a missing Secret would start a replica without its credential", name)
+		}
+		if o := Find(r.objs, "Secret", secret); o != nil {
+			if _, ok := As[corev1.Secret](t, o).Data[key]; !ok {
+				t.Errorf("%s reads key %s, which the rendered Secret %s lacks", name, key, secret)
+			}
+		}
+		return
+	}
+	t.Errorf("no %s env in %v", name, envNames(r.sser.Env))
+}
+
+func wantNoEnv(t *testing.T, r rendered, names ...string) {
+	t.Helper()
+	for _, e := range r.sser.Env {
+		if slices.Contains(names, e.Name) {
+			t.Errorf("env %s set: %+v", e.Name, e.ValueFrom)
+		}
+	}
+}
+
+func envNames(env []corev1.EnvVar) []string {
+	var out []string
+	for _, e := range env {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
+// internalSources checks the NetworkPolicy's shape (ingress only; the
+// frontend port from anywhere; one rule for the internal port) and returns
+// who may reach the internal port, as "pods:<selector>" or "ns:<name>".
+func internalSources(t *testing.T, r rendered) []string {
+	t.Helper()
+	np := As[networkingv1.NetworkPolicy](t, Find(r.objs, "NetworkPolicy", r.fullname))
+	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Errorf("policyTypes %v, want [Ingress] (egress stays open)", np.Spec.PolicyTypes)
+	}
+	if len(np.Spec.Ingress) != 2 {
+		t.Fatalf("%d ingress rules, want 2 (frontend, internal)", len(np.Spec.Ingress))
+	}
+	front, internal := np.Spec.Ingress[0], np.Spec.Ingress[1]
+	if len(front.Ports) != 1 || front.Ports[0].Port.String() != "http" || len(front.From) != 0 {
+		t.Errorf("frontend rule %+v, want port http from anywhere", front)
+	}
+	if len(internal.Ports) != 1 || internal.Ports[0].Port.String() != "internal" {
+		t.Errorf("internal rule ports %+v, want only internal", internal.Ports)
+	}
+	if len(internal.From) == 0 {
+		t.Fatal("internal rule has no sources: the internal port is open to everyone")
+	}
+	var got []string
+	for _, p := range internal.From {
+		switch {
+		case p.PodSelector != nil && p.NamespaceSelector == nil:
+			got = append(got, "pods:"+labels.SelectorFromSet(p.PodSelector.MatchLabels).String())
+		case p.NamespaceSelector != nil && p.PodSelector == nil:
+			got = append(got, "ns:"+p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
+		default:
+			got = append(got, fmt.Sprintf("other:%+v", p))
+		}
+	}
+	return got
 }
 
 func names(objs []*unstructured.Unstructured) []string {

@@ -113,3 +113,15 @@ Whether more than one replica can run, which is when a PDB makes sense.
 {{- if gt (int .Values.autoscaling.minReplicas) 1 }}true{{ end }}
 {{- else if gt (int .Values.replicaCount) 1 }}true{{ end }}
 {{- end }}
+
+{{/*
+Name of the Secret holding the peer token: the existing one when named, else
+the one the chart creates, else empty (no peer token).
+*/}}
+{{- define "sser.peerTokenSecret" -}}
+{{- if .Values.sser.peerToken.existingSecret }}
+{{- .Values.sser.peerToken.existingSecret }}
+{{- else if .Values.sser.peerToken.create }}
+{{- printf "%s-peer-token" (include "sser.fullname" .) }}
+{{- end }}
+{{- end }}
