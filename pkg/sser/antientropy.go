@@ -56,8 +56,8 @@ func (s *ServerImpl) antiEntropy(ctx context.Context) {
 			s.log.V(1).Info("anti-entropy: peer did not answer", "peer", peer, "error", err.Error())
 			return
 		}
-		if len(infos) > maxOriginBookByPeer {
-			infos = infos[:maxOriginBookByPeer]
+		if len(infos) > maxOriginBook {
+			infos = infos[:maxOriginBook]
 		}
 		for _, info := range infos {
 			s.book.hint(info.Origin, info.Addr)

@@ -239,8 +239,13 @@ func (s *ServerImpl) serveSend(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := s.book.bind(origin, ip); err != nil {
-			s.m.peerRefused.WithLabelValues("origin_owner").Inc()
-			s.writeError(w, r, "send", http.StatusForbidden, "origin "+origin+" belongs to another peer", "")
+			reason, msg := "origin_owner", "origin "+origin+" belongs to another peer"
+			if errors.Is(err, errTooManyOrigins) {
+				reason = "origins_per_peer"
+				msg = "peer " + ip + " already has " + strconv.Itoa(s.opts.MaxOriginsPerPeer) + " live origins"
+			}
+			s.m.peerRefused.WithLabelValues(reason).Inc()
+			s.writeError(w, r, "send", http.StatusForbidden, msg, "")
 			return
 		}
 		if h := r.Header.Get(HeldFromHeader); h != "" {

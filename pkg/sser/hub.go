@@ -626,8 +626,9 @@ func (h *hub) shutdown() {
 // sweep evicts history past its age on quiet streams, forgets empty
 // streams, drops from ids the origins idle for longer than the history
 // age (no replica holds their events any more, so ids stay short), and
-// forgets holes once the events in them would have left every history.
-func (h *hub) sweep() {
+// forgets holes once the events in them would have left every history. It
+// returns the origins it dropped from the position.
+func (h *hub) sweep() (forgotten []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
@@ -639,7 +640,7 @@ func (h *hub) sweep() {
 	}
 	age := h.opts.historyAge
 	if age <= 0 {
-		return
+		return nil
 	}
 	var stale map[string]bool
 	for origin, st := range h.seq.origins {
@@ -649,6 +650,7 @@ func (h *hub) sweep() {
 				stale = make(map[string]bool)
 			}
 			stale[origin] = true
+			forgotten = append(forgotten, origin)
 		}
 		if !st.inPosition && now.Sub(st.lastAt) > 10*age {
 			delete(h.seq.origins, origin)
@@ -668,6 +670,7 @@ func (h *hub) sweep() {
 			}
 		}
 	}
+	return forgotten
 }
 
 // divergence compares a peer's notes on origins with ours and returns the

@@ -18,13 +18,14 @@ const (
 	repairWorkers       = 2
 	repairRetryMin      = 200 * time.Millisecond
 	repairRetryMax      = 5 * time.Second
-	maxOriginBookByPeer = 1 << 16
+	maxOriginBook       = 1 << 16
 )
 
 // originBook records which peer address announced each origin. An origin
 // is one process incarnation, so it never moves: events of an origin are
-// accepted only from the address that first announced it, and each
-// address may hold a bounded number of origins (one per restart of its pod).
+// accepted only from the address that first announced it. Each address may
+// hold a bounded number of live origins (one per restart of its pod within
+// the history age); an origin leaves the book when it leaves the position.
 type originBook struct {
 	maxPerPeer int
 
@@ -37,9 +38,13 @@ func newOriginBook(maxPerPeer int) *originBook {
 	return &originBook{maxPerPeer: maxPerPeer, owner: make(map[string]string), byPeer: make(map[string][]string)}
 }
 
-var errOriginOwned = errors.New("origin belongs to another peer")
+var (
+	errOriginOwned    = errors.New("origin belongs to another peer")
+	errTooManyOrigins = errors.New("peer announced too many origins")
+)
 
-// bind records that ip announced origin; it fails when another address did.
+// bind records that ip announced origin. It fails when another address
+// did, or when ip already holds its bound of live origins.
 func (b *originBook) bind(origin, ip string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -49,26 +54,22 @@ func (b *originBook) bind(origin, ip string) error {
 		}
 		return nil
 	}
+	if len(b.byPeer[ip]) >= b.maxPerPeer || len(b.owner) >= maxOriginBook {
+		return errTooManyOrigins
+	}
 	b.owner[origin] = ip
-	list := append(b.byPeer[ip], origin)
-	if len(list) > b.maxPerPeer {
-		delete(b.owner, list[0])
-		list = list[1:]
-	}
-	b.byPeer[ip] = list
-	if len(b.owner) > maxOriginBookByPeer {
-		// A bound on the book itself: forget an arbitrary binding.
-		for o, p := range b.owner {
-			if o != origin {
-				b.forgetLocked(o, p)
-				break
-			}
-		}
-	}
+	b.byPeer[ip] = append(b.byPeer[ip], origin)
 	return nil
 }
 
-func (b *originBook) forgetLocked(origin, ip string) {
+// forget removes origin from the book: it has left the position.
+func (b *originBook) forget(origin string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ip, ok := b.owner[origin]
+	if !ok {
+		return
+	}
 	delete(b.owner, origin)
 	list := b.byPeer[ip]
 	for i, o := range list {

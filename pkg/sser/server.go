@@ -213,7 +213,13 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 			}
 		}
 	})
-	goPart(func() { every(ctx, min(max(s.opts.HistoryAge/10, time.Second), 30*time.Second), s.hub.sweep) })
+	goPart(func() {
+		every(ctx, min(max(s.opts.HistoryAge/10, time.Second), 30*time.Second), func() {
+			for _, origin := range s.hub.sweep() {
+				s.book.forget(origin)
+			}
+		})
+	})
 	goPart(func() { every(ctx, min(time.Second, s.opts.LivenessStall/4), s.hub.alive) })
 	go func() {
 		<-ctx.Done()
