@@ -1,6 +1,8 @@
-// Package lossless proves issue 5's promises end to end with real sser
+// Package lossless proves sser's delivery promises end to end with real sser
 // processes on loopback, no cluster: ids that resume exactly on any replica,
-// history warm-up, gap repair, duplicate suppression and the graceful drain.
+// history warm-up, gap repair, duplicate suppression, the graceful drain,
+// no silent loss under bursts, slow, paused and killed peers, and a peer port
+// that forged or abusive requests cannot break.
 //
 // Each replica is the real binary (internal/testproc) on its own address in
 // 127.0.55.0/24 with the same ports and a static peer list, as pods behind a

@@ -12,7 +12,7 @@
 // the replica's position vector (origin to last applied sequence), so an id
 // means the same on every replica: a client can resume on any of them.
 //
-// The seed API (Server, New, Event, PeerEndpointURLPath, QueryParameterName,
+// The original API (Server, New, Event, PeerEndpointURLPath, QueryParameterName,
 // ErrStreamNameRequired, ErrOnlySendNoneEmptyMessages) is kept; NewWithOptions
 // configures everything else.
 package sser

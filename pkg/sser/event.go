@@ -62,7 +62,7 @@ var (
 	ErrSeqJump = errors.New("sser: seq jump too large")
 )
 
-// Event is one message on one stream. Stream and Msg are the seed format and
+// Event is one message on one stream. Stream and Msg are the original format and
 // the only required fields; the others are set by the publishing replica.
 type Event struct {
 	// Stream names the stream the event belongs to.
@@ -117,7 +117,7 @@ func validOrigin(o string) bool {
 }
 
 // Validate checks an event for delivery. Origin and Seq are checked only when
-// present: the seed format has neither.
+// present: the original format has neither.
 func (e *Event) Validate() error {
 	if err := ValidateStreamName(e.Stream); err != nil {
 		return err

@@ -16,7 +16,7 @@ import (
 	"github.com/go-logr/logr"
 )
 
-// Server is the seed API: start it, mount its SSE handler, send events.
+// Server is the original API: start it, mount its SSE handler, send events.
 type Server interface {
 	// Start discovers peers and starts serving the internal endpoints. It
 	// returns once the server is running; everything stops when ctx ends.
@@ -66,7 +66,7 @@ type ServerImpl struct {
 
 var _ Server = (*ServerImpl)(nil)
 
-// New is the seed constructor: a server whose internal endpoints listen on
+// New is the original constructor: a server whose internal endpoints listen on
 // internalPort (also the port of every peer) and whose peers come from peerFinder.
 func New(internalPort int, peerFinder PeerFinder) (*ServerImpl, error) {
 	return NewWithOptions(Options{InternalAddr: ":" + strconv.Itoa(internalPort), PeerFinder: peerFinder})
