@@ -234,8 +234,9 @@ func (s *ServerImpl) serveSend(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if origin == s.origin {
-			s.m.peerRefused.WithLabelValues("origin_owner").Inc()
-			s.writeError(w, r, "send", http.StatusForbidden, "origin "+origin+" is this replica's own", "")
+			// This replica's own events, back from a peer set that names
+			// it under another address: applied already, nothing to do.
+			writeJSON(w, http.StatusOK, map[string]int{"accepted": 0})
 			return
 		}
 		if err := s.book.bind(origin, ip); err != nil {
