@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -310,27 +309,14 @@ func metrics(t *testing.T, r *replica) string {
 // metric returns the value of an unlabelled sample.
 func metric(t *testing.T, r *replica, name string) (float64, bool) {
 	t.Helper()
-	sc := bufio.NewScanner(strings.NewReader(metrics(t, r)))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && f[0] == name {
-			v, err := strconv.ParseFloat(f[1], 64)
-			return v, err == nil
-		}
-	}
-	return 0, false
+	v, ok, err := testproc.Metric(r.InternalURL+"/metrics", name)
+	return v, ok && err == nil
 }
 
 // pollUntil calls cond until it is true, failing the test after deadline.
 func pollUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %s waiting for %s", deadline, what)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for an outcome
-	}
+	testproc.Eventually(t, deadline, what, cond)
 }
 
 // message is what the tests publish: the publisher's name and its counter,

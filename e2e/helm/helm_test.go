@@ -175,17 +175,8 @@ func (e *env) exists(t *testing.T, kind string) bool {
 // fails with cond's last answer.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not done after %s: %s", what, timeout, msg)
-		}
-		time.Sleep(100 * time.Millisecond) // poll interval
-	}
+	var last string
+	testproc.Eventually(t, timeout, what, func() bool { last = cond(); return last == "" }, func() string { return last })
 }
 
 // waitPods waits until exactly n pods exist, all Running and Ready, the

@@ -1,7 +1,6 @@
 package lossless
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -50,17 +49,7 @@ func skipShort(t *testing.T) {
 // what and, when given, the state that status describes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool, status ...func() string) {
 	t.Helper()
-	end := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(end) {
-			msg := fmt.Sprintf("timed out after %s waiting for %s", timeout, what)
-			for _, s := range status {
-				msg += "\n" + s()
-			}
-			t.Fatal(msg)
-		}
-		time.Sleep(poll) // poll interval, not a wait for a condition
-	}
+	testproc.Eventually(t, timeout, what, cond, status...)
 }
 
 // cluster is a set of replicas on 127.0.55.2, 127.0.55.3, ... with the same
@@ -177,36 +166,11 @@ func (c *cluster) stop(i int) time.Duration {
 // whose labels contain every one of labels (written as name="value").
 func (c *cluster) metric(i int, name string, labels ...string) float64 {
 	c.t.Helper()
-	resp, err := http.Get(c.internalURL(i) + "/metrics")
+	v, _, err := testproc.Metric(c.internalURL(i)+"/metrics", name, labels...)
 	if err != nil {
 		c.t.Fatalf("metrics of replica %d: %v", i, err)
 	}
-	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest == "" || (rest[0] != '{' && rest[0] != ' ')) {
-			continue
-		}
-		match := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				match = false
-			}
-		}
-		if !match {
-			continue
-		}
-		f := strings.Fields(rest)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			sum += v
-		}
-	}
-	return sum
+	return v
 }
 
 // balancer stands in for a Kubernetes Service in front of the replicas:

@@ -106,13 +106,7 @@ func createNamespaces(t *testing.T, cs kubernetes.Interface, bases ...string) []
 // pollUntil calls cond until it returns true, failing the test after waitFor.
 func pollUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitFor, what)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for an outcome
-	}
+	testproc.Eventually(t, waitFor, what, cond)
 }
 
 func TestKubernetesRealMembership(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sser-dev/sser/internal/testproc"
 	"github.com/sser-dev/sser/pkg/peerfinder"
 )
 
@@ -129,13 +130,7 @@ func (ts *testSenders) publish(msgs ...string) ([]cutoffNote, error) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // poll interval
-	}
+	testproc.Eventually(t, 10*time.Second, what, cond)
 }
 
 func msgs(from, to int) []string {

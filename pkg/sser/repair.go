@@ -13,12 +13,12 @@ import (
 // rounds an origin that is not a live peer gets before what nobody holds is
 // given up.
 const (
-	maxRepairPages      = 20
-	deadOriginRounds    = 3
-	repairWorkers       = 2
-	repairRetryMin      = 200 * time.Millisecond
-	repairRetryMax      = 5 * time.Second
-	maxOriginBook       = 1 << 16
+	maxRepairPages   = 20
+	deadOriginRounds = 3
+	repairWorkers    = 2
+	repairRetryMin   = 200 * time.Millisecond
+	repairRetryMax   = 5 * time.Second
+	maxOriginBook    = 1 << 16
 )
 
 // originBook records which peer address announced each origin. An origin
