@@ -873,8 +873,9 @@ func TestSlowPeerIsNeverSilentlyLost(t *testing.T) {
 // and 1 publish 200 events/s, then runs again. Everything it missed arrives
 // at once when it resumes — its peers' retried batches, gap repairs — and
 // its subscribers, who did nothing wrong, must keep their one connection
-// and receive every event: 1600 events fit both the subscriber queue and
-// history, so nothing may be lost, told or not. A replica that took the
+// and receive every event: the 1600 events of the pause fit the peers'
+// outboxes and the subscriber queue, so nothing may be lost, told or not,
+// and a resume from history is not needed. A replica that took the
 // backlog, or the clock jump of the pause, for subscribers falling behind
 // would drop every one of them on resume.
 func TestPausedReplicaKeepsItsSubscribers(t *testing.T) {
