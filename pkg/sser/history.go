@@ -16,7 +16,11 @@ type histEntry struct {
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
 	evicted bool
+	ss      *streamState // the stream it belongs to, while held
 }
+
+// size is what an entry costs in history, for the byte bounds.
+func (e *histEntry) size() int64 { return int64(len(e.frame) + len(e.ev.Msg) + 160) }
 
 // ring is a growable ring buffer of history entries, oldest first.
 type ring struct {
@@ -125,27 +129,46 @@ func entrySeq(e *histEntry) uint64 { return e.ev.Seq }
 
 // history is the replica's recent events: a ring per stream (what a
 // resuming client is replayed), an index in apply order (snapshot pages for
-// a warming peer) and one per origin in seq order (range reads for gap
-// repair). It has no lock of its own: the hub's lock serializes it.
+// a warming peer, and the globally oldest entry for the bounds) and one per
+// origin in seq order (range reads for gap repair). It is bounded per
+// stream (events, bytes), in all (streams holding history, bytes) and in
+// age; the oldest go first. It has no lock of its own: the hub's lock
+// serializes it.
 type history struct {
-	size int
-	age  time.Duration
+	size           int
+	age            time.Duration
+	maxStreams     int
+	maxBytes       int64
+	maxStreamBytes int64
+
 	// all holds every entry in apply order.
 	all *entryLog
 	// byOrigin holds each origin's entries in seq order.
 	byOrigin map[string]*entryLog
-	// evictedTotal counts entries that left history, for the metrics.
+	bytes    int64
+	streams  int // streams holding at least one entry
+	// evictedTotal counts entries that left history, for the metrics;
+	// emptied is told of a stream whose last entry left.
 	evictedTotal func(n int)
+	emptied      func(ss *streamState)
 }
 
 func newHistory(size int, age time.Duration, evicted func(int)) *history {
-	return &history{size: size, age: age, all: newEntryLog(entryIdx), byOrigin: make(map[string]*entryLog), evictedTotal: evicted}
+	return &history{size: size, age: age, maxStreams: DefaultMaxHistoryStreams, maxBytes: DefaultMaxHistoryBytes,
+		maxStreamBytes: DefaultMaxStreamHistoryBytes, all: newEntryLog(entryIdx), byOrigin: make(map[string]*entryLog), evictedTotal: evicted}
 }
 
 // add keeps e in ss's history and the indexes, and evicts what is past the
-// size or age limit.
+// bounds, oldest first.
 func (h *history) add(ss *streamState, e *histEntry) {
+	e.ss = ss
+	if ss.hist.len() == 0 {
+		h.streams++
+	}
 	ss.hist.push(e)
+	sz := e.size()
+	ss.bytes += sz
+	h.bytes += sz
 	h.all.push(e)
 	if e.ev.Origin != "" {
 		l := h.byOrigin[e.ev.Origin]
@@ -155,46 +178,64 @@ func (h *history) add(ss *streamState, e *histEntry) {
 		}
 		l.push(e)
 	}
-	h.trim(ss, e.at)
-}
-
-// trim evicts ss's entries past the size limit or older than the age limit.
-func (h *history) trim(ss *streamState, now time.Time) {
 	n := 0
-	for ss.hist.len() > h.size {
+	for ss.hist.len() > h.size || (ss.bytes > h.maxStreamBytes && ss.hist.len() > 1) {
 		h.evictFront(ss)
 		n++
 	}
-	if h.age > 0 {
-		cut := now.Add(-h.age)
-		for ss.hist.len() > 0 && ss.hist.at(0).at.Before(cut) {
-			h.evictFront(ss)
-			n++
-		}
+	for (h.bytes > h.maxBytes || h.streams > h.maxStreams) && h.all.r.len() > 1 {
+		h.evictFront(h.all.r.at(0).ss)
+		n++
 	}
+	n += h.expire(e.at)
 	if n > 0 && h.evictedTotal != nil {
 		h.evictedTotal(n)
 	}
 }
 
+// expire evicts the entries older than the age bound, oldest first: the
+// cost is what is evicted, not the number of streams.
+func (h *history) expire(now time.Time) int {
+	if h.age <= 0 {
+		return 0
+	}
+	cut := now.Add(-h.age)
+	n := 0
+	for h.all.r.len() > 0 && h.all.r.at(0).at.Before(cut) {
+		h.evictFront(h.all.r.at(0).ss)
+		n++
+	}
+	return n
+}
+
+// evictFront evicts ss's oldest entry.
 func (h *history) evictFront(ss *streamState) {
 	e := ss.hist.popFront()
 	e.evicted = true
+	e.ss = nil
+	sz := e.size()
+	ss.bytes -= sz
+	h.bytes -= sz
 	h.all.evicted()
-	if e.ev.Origin == "" {
-		return
-	}
-	if l := h.byOrigin[e.ev.Origin]; l != nil {
-		l.evicted()
-		if l.live() == 0 && l.r.len() == 0 {
-			delete(h.byOrigin, e.ev.Origin)
+	if e.ev.Origin != "" {
+		if l := h.byOrigin[e.ev.Origin]; l != nil {
+			l.evicted()
+			if l.r.len() == 0 {
+				delete(h.byOrigin, e.ev.Origin)
+			}
+		}
+		if ss.evicted == nil {
+			ss.evicted = make(map[string]uint64)
+		}
+		if e.ev.Seq > ss.evicted[e.ev.Origin] {
+			ss.evicted[e.ev.Origin] = e.ev.Seq
 		}
 	}
-	if ss.evicted == nil {
-		ss.evicted = make(map[string]uint64)
-	}
-	if e.ev.Seq > ss.evicted[e.ev.Origin] {
-		ss.evicted[e.ev.Origin] = e.ev.Seq
+	if ss.hist.len() == 0 {
+		h.streams--
+		if h.emptied != nil {
+			h.emptied(ss)
+		}
 	}
 }
 
@@ -231,13 +272,15 @@ type streamState struct {
 	// hub's lock, which keeps one apply order across all their streams.
 	multi map[*subscriber]struct{}
 	hist  ring
+	name  string
+	bytes int64 // of the entries in hist
 	// evicted is, per origin, the highest seq that left this stream's history.
 	// A client resuming from below it has lost events, and is told so.
 	evicted map[string]uint64
 }
 
-func newStreamState() *streamState {
-	return &streamState{subs: make(map[*subscriber]struct{}), multi: make(map[*subscriber]struct{})}
+func newStreamState(name string) *streamState {
+	return &streamState{name: name, subs: make(map[*subscriber]struct{}), multi: make(map[*subscriber]struct{})}
 }
 
 func (ss *streamState) idle() bool {

@@ -62,6 +62,9 @@ type hubOptions struct {
 	historySize int
 	historyAge  time.Duration
 	maxSeqGap   uint64
+	// One resume replays at most this many events and bytes.
+	maxReplayEvents int
+	maxReplayBytes  int
 }
 
 type fanItem struct {
@@ -79,13 +82,18 @@ func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Durati
 	h := &hub{
 		log:     log,
 		m:       m,
-		opts:    hubOptions{historySize: historySize, historyAge: historyAge},
+		opts:    hubOptions{historySize: historySize, historyAge: historyAge, maxReplayEvents: DefaultMaxReplayEvents, maxReplayBytes: DefaultMaxReplayBytes},
 		now:     time.Now,
 		seq:     newSequencer(),
 		streams: make(map[string]*streamState),
 		subs:    make(map[*subscriber]struct{}),
 	}
 	h.hist = newHistory(historySize, historyAge, func(n int) { m.historyEvicted.Add(float64(n)) })
+	h.hist.emptied = func(ss *streamState) {
+		if ss.idle() && h.streams[ss.name] == ss {
+			delete(h.streams, ss.name)
+		}
+	}
 	h.progress.Store(time.Now().UnixNano())
 	return h
 }
@@ -277,7 +285,7 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 		if !keep {
 			return
 		}
-		ss = newStreamState()
+		ss = newStreamState(e.ev.Stream)
 		h.streams[e.ev.Stream] = ss
 	}
 	if keep {
@@ -300,19 +308,19 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 
 // aheadFrame gives the frame for a subscriber whose resume point holds
 // events this replica's position does not, or false when the client
-// already has e. The id then merges both, so it never moves backwards.
+// already has e. The id then merges both on this replica's origins, so it
+// never moves backwards and never grows past what this replica writes.
 func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 	if e.ev.Origin != "" && sub.ahead.has(e.ev.Origin, e.ev.Seq) {
 		return nil, false
 	}
-	if e.pos == nil {
+	if e.pos == nil || e.pos.coversOwn(sub.ahead) {
+		if e.pos.covers(sub.ahead) {
+			sub.ahead = nil
+		}
 		return e.frame, true
 	}
-	frame := appendFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev)
-	if e.pos.covers(sub.ahead) {
-		sub.ahead = nil
-	}
-	return frame, true
+	return appendFrame(nil, e.pos.mergeOnto(sub.ahead).String(), &e.ev), true
 }
 
 // fill applies events fetched to repair a gap.
@@ -417,12 +425,38 @@ type resumeResult struct {
 	resumed  bool // the client gave a position
 	replayed int  // events sent from history
 	lost     bool // some events the client missed are no longer held
+	// truncated: the client missed more than one resume may replay; it got
+	// the oldest part and is not subscribed: it resumes again for the rest.
+	truncated bool
+}
+
+// maxUnknownOrigins bounds the origins of a resume point that this replica
+// has not heard of, kept so their events (in flight here) are not sent
+// twice; the others are ignored.
+const maxUnknownOrigins = 4
+
+// knownPart is from without the origins this replica does not know, beyond
+// maxUnknownOrigins of them.
+func (h *hub) knownPartLocked(from position) position {
+	unknown := 0
+	out := from[:0:0]
+	for _, e := range from {
+		if _, ok := h.seq.origins[e.origin]; !ok {
+			if unknown++; unknown > maxUnknownOrigins {
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // subscribe registers sub and queues, atomically with respect to apply, the
 // connect preamble: the retry line, the events the client missed since from
 // (when resuming), and an id frame with its position. No event can fall
-// between the replay and the live frames, and none can be in both.
+// between the replay and the live frames, and none can be in both. A
+// client that missed more than maxReplay events or bytes gets the oldest of
+// them and is not registered: it resumes again from the last one.
 func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs int64) (resumeResult, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -433,6 +467,7 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	frames := [][]byte{appendRetry(nil, retryMs)}
 	id := h.posID
 	if resuming {
+		from = h.knownPartLocked(from)
 		if !h.pos.covers(from) {
 			// The client holds events this replica has not applied (yet):
 			// skip them, and merge its position into every id.
@@ -440,31 +475,45 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		}
 		res.lost = h.lostSinceLocked(sub.streams, from)
 		missed := h.missedLocked(sub.streams, from)
+		bytes := 0
 		for _, e := range missed {
+			if res.replayed == h.opts.maxReplayEvents || (res.replayed > 0 && bytes+len(e.frame) > h.opts.maxReplayBytes) {
+				res.truncated = true
+				break
+			}
 			// Replicas apply different origins in different orders, so the
 			// position this replica had after e may lack some of what the
 			// client had before it resumed: its id must cover both, or a
 			// client that stops mid-replay would get events twice later.
 			frame := e.frame
 			if !e.pos.covers(from) {
-				frame = appendFrame(nil, e.pos.merge(from).String(), &e.ev)
+				frame = appendFrame(nil, e.pos.mergeOnto(from).String(), &e.ev)
 			}
 			frames = append(frames, frame)
+			bytes += len(frame)
+			res.replayed++
 		}
-		res.replayed = len(missed)
 		if res.lost {
 			frames = append(frames, lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
-		id = h.pos.merge(from).String()
+		id = h.pos.mergeOnto(from).String()
 	}
 	frames[0] = append(frames[0], '\n')
+	h.m.replayed.Add(float64(res.replayed))
+	if res.truncated {
+		// No final id: the client's id is the last replayed event's, and
+		// it comes back for the rest.
+		sub.pushUnbounded(frames...)
+		h.m.replayTruncated.Inc()
+		return res, true
+	}
 	frames = append(frames, appendIDFrame(nil, id))
 	sub.pushUnbounded(frames...)
 
 	for _, name := range sub.streams {
 		ss := h.streams[name]
 		if ss == nil {
-			ss = newStreamState()
+			ss = newStreamState(name)
 			h.streams[name] = ss
 		}
 		if len(sub.streams) > 1 {
@@ -482,7 +531,6 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		h.scheduleDrainLocked(sub, h.now())
 	}
 	h.m.connections.Inc()
-	h.m.replayed.Add(float64(res.replayed))
 	return res, true
 }
 
@@ -632,11 +680,8 @@ func (h *hub) sweep() (forgotten []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
-	for name, ss := range h.streams {
-		h.hist.trim(ss, now)
-		if ss.idle() {
-			delete(h.streams, name)
-		}
+	if n := h.hist.expire(now); n > 0 {
+		h.m.historyEvicted.Add(float64(n))
 	}
 	age := h.opts.historyAge
 	if age <= 0 {

@@ -27,6 +27,8 @@ type metrics struct {
 	peerCutoffs      *prometheus.CounterVec
 	idempotentHits   prometheus.Counter
 	authFailures     *prometheus.CounterVec
+	replayTruncated  prometheus.Counter
+	refused          *prometheus.CounterVec
 	framesQueued     prometheus.Counter
 	bytesWritten     prometheus.Counter
 	replayed         prometheus.Counter
@@ -62,6 +64,8 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.peerCutoffs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_cutoffs_total", Help: "Times a peer that held publishers back longer than the peer cut-off was made to skip what the outbox no longer holds."}, []string{"peer"})
 	m.idempotentHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_publish_idempotent_replays_total", Help: "Publishes answered from the idempotency window instead of being published again."})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_auth_failures_total", Help: "Requests refused for wrong credentials, by endpoint."}, []string{"endpoint"})
+	m.replayTruncated = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_replay_truncated_total", Help: "Resumes that missed more than one replay may send: the oldest part was sent and the client resumes again for the rest."})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_refused_total", Help: "Requests refused by a limit, by limit (connections, connections_per_ip, connection_rate, streams_per_connection, publish_rate, credential_failures, memory)."}, []string{"limit"})
 	m.framesQueued = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_frames_queued_total", Help: "Event frames queued to subscribers (one per event per subscriber)."})
 	m.bytesWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_bytes_written_total", Help: "Bytes written to SSE subscribers."})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
@@ -75,7 +79,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.peerPostDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sser_peer_post_duration_seconds", Help: "Latency of batch POSTs to a peer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"peer"})
 	m.peerPostErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_post_errors_total", Help: "Failed batch POSTs to a peer (each is retried while the peer is in the set)."}, []string{"peer"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
-		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
+		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
 		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors} {
 		f(c)
 	}

@@ -50,6 +50,7 @@ type Options struct {
 	// stream. A refused subscription is answered 204 No Content, which tells
 	// EventSource and other SSE clients to stop reconnecting.
 	AllowStream func(r *http.Request, stream string) bool
+	// AuthOptions authenticate subscribers and publishers (auth.go).
 
 	// PeerToken, when set, is the credential of replicas: required as
 	// "Authorization: Bearer <token>" on peer delivery, history and origins,
@@ -110,6 +111,22 @@ type Options struct {
 	// /healthz fails, so a frozen replica is restarted (default 10s).
 	LivenessStall time.Duration
 
+	// MaxReplayEvents and MaxReplayBytes bound what one resume replays
+	// (default 10000 events, 8 MiB). A client that missed more gets the
+	// oldest part and resumes again from there for the rest.
+	MaxReplayEvents int
+	MaxReplayBytes  int
+	// MaxStreamsPerConnection bounds the streams one subscription names
+	// (default 64); more are refused with 400.
+	MaxStreamsPerConnection int
+	// MaxHistoryStreams bounds the streams holding history (default 100000)
+	// and MaxHistoryBytes the bytes held across them (default 256 MiB);
+	// MaxStreamHistoryBytes bounds one stream's (default 4 MiB). The
+	// oldest events go first, counted in sser_history_evicted_total.
+	MaxHistoryStreams     int
+	MaxHistoryBytes       int64
+	MaxStreamHistoryBytes int64
+
 	// HistorySize is how many recent events each stream keeps for resuming
 	// clients (default 1000; negative disables history).
 	HistorySize int
@@ -144,7 +161,13 @@ const (
 	DefaultIdempotencyTTL  = 5 * time.Minute
 	DefaultLivenessStall   = 10 * time.Second
 	// DefaultInternalReadTimeout bounds reading one internal request.
-	DefaultInternalReadTimeout = 15 * time.Second
+	DefaultInternalReadTimeout   = 15 * time.Second
+	DefaultMaxReplayEvents       = 10000
+	DefaultMaxReplayBytes        = 8 << 20
+	DefaultMaxStreamsPerConn     = 64
+	DefaultMaxHistoryStreams     = 100000
+	DefaultMaxHistoryBytes       = 256 << 20
+	DefaultMaxStreamHistoryBytes = 4 << 20
 	// DefaultPeerQueue is the older name of DefaultOutboxSize.
 	DefaultPeerQueue      = DefaultOutboxSize
 	DefaultPeerBatch      = 500
@@ -198,6 +221,18 @@ func (o *Options) setDefaults() {
 	defInt(&o.MaxBatchEvents, DefaultMaxBatchEvents)
 	defInt(&o.HistorySize, DefaultHistorySize)
 	defInt(&o.MaxOriginsPerPeer, DefaultMaxOriginsPer)
+	defInt(&o.MaxReplayEvents, DefaultMaxReplayEvents)
+	defInt(&o.MaxReplayBytes, DefaultMaxReplayBytes)
+	defInt(&o.MaxStreamsPerConnection, DefaultMaxStreamsPerConn)
+	defInt(&o.MaxHistoryStreams, DefaultMaxHistoryStreams)
+	// Reconstructed after an accidental truncation of this file: the two
+	// byte bounds' defaults (check against the intended change).
+	if o.MaxHistoryBytes == 0 {
+		o.MaxHistoryBytes = DefaultMaxHistoryBytes
+	}
+	if o.MaxStreamHistoryBytes == 0 {
+		o.MaxStreamHistoryBytes = DefaultMaxStreamHistoryBytes
+	}
 	if o.OutboxBytes == 0 {
 		o.OutboxBytes = DefaultOutboxBytes
 	}

@@ -108,6 +108,8 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	}
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
 	s.hub.opts.maxSeqGap = opts.MaxSeqGap
+	s.hub.opts.maxReplayEvents, s.hub.opts.maxReplayBytes = opts.MaxReplayEvents, opts.MaxReplayBytes
+	s.hub.hist.maxStreams, s.hub.hist.maxBytes, s.hub.hist.maxStreamBytes = opts.MaxHistoryStreams, opts.MaxHistoryBytes, opts.MaxStreamHistoryBytes
 	s.out = newOutbox(opts.OutboxSize, opts.OutboxBytes, opts.PeerCutoff)
 	s.peers = newHTTPPeers(opts.PodIP, opts.PeerPort, opts.PeerToken, opts.PeerTimeout)
 	s.bc = newBroadcaster(s.log.WithName("peers"), s.m, &s.opts, opts.PodIP, s.peers, s.out)

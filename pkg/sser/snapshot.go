@@ -154,7 +154,7 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		}
 		ss := h.streams[se.Stream]
 		if ss == nil {
-			ss = newStreamState()
+			ss = newStreamState(se.Stream)
 			h.streams[se.Stream] = ss
 		}
 		h.idx++
@@ -174,9 +174,7 @@ func (h *hub) importLocked(snap *Snapshot) error {
 			ss.evicted[o] = max(ss.evicted[o], s)
 		}
 	}
-	for _, ss := range h.streams {
-		h.hist.trim(ss, now)
-	}
+	h.hist.expire(now)
 	h.pos = pos
 	h.posID = pos.String()
 	h.m.eventsIn.WithLabelValues("warmup").Add(float64(imported))

