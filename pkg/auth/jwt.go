@@ -186,5 +186,6 @@ func DevClaims(subject string, streams, publish []string, ttl time.Duration, now
 	return c
 }
 
-// looksLikeJWT reports whether s has the shape of a compact JWS.
-func looksLikeJWT(s string) bool { return strings.Count(s, ".") == 2 && strings.HasPrefix(s, "eyJ") }
+// LooksLikeJWT reports whether s has the shape of a compact JWS: three
+// dot-separated parts, the first a base64url JSON object.
+func LooksLikeJWT(s string) bool { return strings.Count(s, ".") == 2 && strings.HasPrefix(s, "eyJ") }

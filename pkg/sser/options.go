@@ -51,6 +51,7 @@ type Options struct {
 	// EventSource and other SSE clients to stop reconnecting.
 	AllowStream func(r *http.Request, stream string) bool
 	// AuthOptions authenticate subscribers and publishers (auth.go).
+	AuthOptions
 
 	// PeerToken, when set, is the credential of replicas: required as
 	// "Authorization: Bearer <token>" on peer delivery, history and origins,

@@ -49,6 +49,10 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 			return
 		}
 	}
+	expires, ok := s.authorizeSubscribe(w, r, streams)
+	if !ok {
+		return
+	}
 	if allow := s.opts.AllowStream; allow != nil {
 		for _, name := range streams {
 			if !allow(r, name) {
@@ -122,13 +126,13 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.writeFrames(w, http.NewResponseController(w), sub.take())
 		return
 	}
-	s.writeLoop(ctx, w, r, sub)
+	s.writeLoop(ctx, w, r, sub, expires)
 }
 
 // writeLoop is the subscriber's one writer: it writes everything queued and
 // flushes once, sends heartbeats while idle, and returns when the client
 // goes, the subscriber is closed, or ctx ends.
-func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *subscriber) {
+func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *subscriber, expires time.Time) {
 	rc := http.NewResponseController(w)
 	heartbeat := time.NewTicker(s.opts.Heartbeat)
 	defer heartbeat.Stop()
@@ -138,6 +142,8 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 		defer t.Stop()
 		maxAge = t.C
 	}
+	expired, stopExpiry := expiryTimer(expires)
+	defer stopExpiry()
 	write := func(frames [][]byte) bool { return s.writeFrames(w, rc, frames) }
 	for {
 		select {
@@ -163,6 +169,10 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 		case <-maxAge:
 			s.hub.closeSubscriber(sub, reasonMaxAge)
 			write(sub.take())
+			return
+		case <-expired:
+			s.hub.closeSubscriber(sub, reasonMaxAge)
+			write(append(sub.take(), expiredFrame))
 			return
 		case <-r.Context().Done():
 			return
