@@ -45,6 +45,11 @@ func Dial(t testing.TB, url, lastID string) *Sub {
 
 // Connect is Dial without a test: it returns an error instead.
 func Connect(ctx context.Context, url, lastID string) (*Sub, error) {
+	return ConnectHeaders(ctx, url, lastID, nil)
+}
+
+// ConnectHeaders is Connect with extra request headers.
+func ConnectHeaders(ctx context.Context, url, lastID string, hdr map[string]string) (*Sub, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -52,6 +57,9 @@ func Connect(ctx context.Context, url, lastID string) (*Sub, error) {
 		return nil, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}

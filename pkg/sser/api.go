@@ -1,6 +1,7 @@
 package sser
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -185,6 +186,14 @@ func (s *ServerImpl) servePublish(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		return
 	}
+	if s.memory.over.Load() {
+		s.refuse(w, r, "publish", "memory", http.StatusServiceUnavailable, time.Second, "this replica is shedding load (memory above its watermark); retry")
+		return
+	}
+	if ok, wait := s.pubRate.take(publisherKey(r), time.Now(), float64(len(events))); !ok {
+		s.refuse(w, r, "publish", "publish_rate", http.StatusTooManyRequests, wait, "publish rate over "+strconv.FormatFloat(s.opts.PublishRate, 'f', -1, 64)+" events/s for this publisher; retry later")
+		return
+	}
 	ans, dup, err := s.idem.do(key, func() (Published, error) { return s.publish(r.Context(), events) })
 	if err != nil {
 		status := http.StatusBadRequest
@@ -264,6 +273,16 @@ func (s *ServerImpl) serveSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events)})
+}
+
+// publisherKey is who a publish is counted against: its credential when it
+// has one (so many apps behind one address are told apart), else its address.
+func publisherKey(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); a != "" {
+		sum := sha256.Sum256([]byte(a))
+		return "c:" + string(sum[:16])
+	}
+	return "ip:" + remoteIP(r)
 }
 
 // remoteIP is the address a request came from.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sser-dev/sser/internal/ssetest"
 )
 
@@ -134,5 +136,160 @@ func TestHistoryBoundedInStreamsAndBytes(t *testing.T) {
 	}
 	if h.hist.bytes > h.hist.maxBytes {
 		t.Errorf("history holds %d bytes, bound %d", h.hist.bytes, h.hist.maxBytes)
+	}
+}
+
+func getStatus(t *testing.T, u string, hdr map[string]string) (int, http.Header) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header
+}
+
+// Each connection cap refuses with its status and a Retry-After, counts
+// it, and a spoofed X-Forwarded-For from an untrusted address changes
+// nothing; other subscribers keep receiving.
+func TestConnectionCaps(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   Options
+		hdr    func(i int) map[string]string
+		open   int // subscriptions that must be accepted
+		status int
+		limit  string
+	}{
+		{"per replica", Options{MaxConnections: 3}, nil, 3, http.StatusServiceUnavailable, "connections"},
+		{"per IP", Options{MaxConnectionsPerIP: 2}, nil, 2, http.StatusTooManyRequests, "connections_per_ip"},
+		{"per IP, spoofed X-Forwarded-For from an untrusted address", Options{MaxConnectionsPerIP: 2},
+			func(i int) map[string]string {
+				return map[string]string{"X-Forwarded-For": fmt.Sprintf("10.0.0.%d", i)}
+			},
+			2, http.StatusTooManyRequests, "connections_per_ip"},
+		{"per client behind a trusted proxy", Options{MaxConnectionsPerIP: 2, TrustedProxies: []string{"127.0.0.0/8"}},
+			func(i int) map[string]string { return map[string]string{"X-Forwarded-For": "192.0.2.7, 127.0.0.5"} },
+			2, http.StatusTooManyRequests, "connections_per_ip"},
+		{"connection rate", Options{ConnectionRate: 2}, nil, 2, http.StatusServiceUnavailable, "connection_rate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, tt.opts)
+			if err := ts.Send(t.Context(), "c", "0"); err != nil {
+				t.Fatal(err)
+			}
+			var subs []*ssetest.Sub
+			for i := range tt.open {
+				var hdr map[string]string
+				if tt.hdr != nil {
+					hdr = tt.hdr(i)
+				}
+				sub := dialWith(t, ts.url("stream=c"), hdr)
+				subs = append(subs, sub)
+			}
+			var hdr map[string]string
+			if tt.hdr != nil {
+				hdr = tt.hdr(99)
+			}
+			status, h := getStatus(t, ts.url("stream=c"), hdr)
+			if status != tt.status || h.Get("Retry-After") == "" {
+				t.Errorf("subscription over the cap: %d, Retry-After %q; want %d with Retry-After", status, h.Get("Retry-After"), tt.status)
+			}
+			if n := testutil.ToFloat64(ts.m.refused.WithLabelValues(tt.limit)); n < 1 {
+				t.Errorf("sser_refused_total{limit=%q} = %v", tt.limit, n)
+			}
+			if err := ts.Send(t.Context(), "c", "still"); err != nil {
+				t.Fatal(err)
+			}
+			for _, sub := range subs {
+				if got := sub.Next(t, 5*time.Second); got.Data != "still" {
+					t.Errorf("an accepted subscriber got %q", got.Data)
+				}
+			}
+		})
+	}
+}
+
+func dialWith(t *testing.T, u string, hdr map[string]string) *ssetest.Sub {
+	t.Helper()
+	if len(hdr) == 0 {
+		sub := ssetest.Dial(t, u, "")
+		sub.WaitID(t, 5*time.Second)
+		return sub
+	}
+	sub, err := ssetest.ConnectHeaders(t.Context(), u, "", hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	sub.WaitID(t, 5*time.Second)
+	return sub
+}
+
+func TestCORSNeverPairsAnyOriginWithCredentials(t *testing.T) {
+	ts := startServer(t, Options{CORSOrigins: []string{"*", "https://app.example"}})
+	for _, tt := range []struct {
+		origin, allow, creds string
+	}{
+		{"https://app.example", "https://app.example", "true"},
+		{"https://evil.example", "*", ""},
+		{"null", "*", ""},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodOptions, ts.url("stream=c"), nil)
+		req.Header.Set("Origin", tt.origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if a, c := resp.Header.Get("Access-Control-Allow-Origin"), resp.Header.Get("Access-Control-Allow-Credentials"); a != tt.allow || c != tt.creds {
+			t.Errorf("Origin %s: Allow-Origin %q, Allow-Credentials %q; want %q, %q", tt.origin, a, c, tt.allow, tt.creds)
+		}
+	}
+}
+
+func TestMalformedQueryIsSaidSo(t *testing.T) {
+	ts := startServer(t, Options{})
+	resp, err := http.Get(ts.front.URL + "/?stream=a&%zz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 512)
+	n, _ := resp.Body.Read(body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body[:n]), "malformed query") {
+		t.Errorf("%d %s; want 400 saying the query is malformed", resp.StatusCode, body[:n])
+	}
+}
+
+func TestPublishRateAndMemoryWatermark(t *testing.T) {
+	ts := startServer(t, Options{PublishRate: 5})
+	post := func(body string) (int, string) {
+		resp, _ := ts.post(t, PublishURLPath, "application/json", body)
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	if st, _ := post(`[{"stream":"r","msg":"1"},{"stream":"r","msg":"2"},{"stream":"r","msg":"3"},{"stream":"r","msg":"4"},{"stream":"r","msg":"5"}]`); st != 200 {
+		t.Fatalf("a burst within the rate: %d", st)
+	}
+	if st, ra := post(`{"stream":"r","msg":"6"}`); st != http.StatusTooManyRequests || ra == "" {
+		t.Errorf("over the publish rate: %d, Retry-After %q; want 429 with Retry-After", st, ra)
+	}
+
+	shed := startServer(t, Options{MemoryWatermark: 1})
+	waitUntil(t, "the memory guard to trip", func() bool { return shed.memory.over.Load() })
+	resp, _ := shed.post(t, PublishURLPath, "application/json", `{"stream":"r","msg":"x"}`)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("publish above the watermark: %d, want 503", resp.StatusCode)
+	}
+	if st, _ := getStatus(t, shed.url("stream=r"), nil); st != http.StatusServiceUnavailable {
+		t.Errorf("subscribe above the watermark: %d, want 503", st)
 	}
 }

@@ -117,6 +117,28 @@ type Options struct {
 	// oldest part and resumes again from there for the rest.
 	MaxReplayEvents int
 	MaxReplayBytes  int
+	// MaxConnections caps the subscriptions of this replica (default from
+	// the file limit, less 512 descriptors kept for the internal port,
+	// peers and probes; negative: no cap); MaxConnectionsPerIP caps one
+	// client address's (default 0: no cap; set TrustedProxies behind a
+	// proxy, or every client shares its address); ConnectionRate caps new
+	// subscriptions per second (default 0: no cap). Over a cap: 503, or 429
+	// per IP, with a jittered Retry-After.
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	ConnectionRate      float64
+	// TrustedProxies are addresses or CIDRs whose X-Forwarded-For names the
+	// client address.
+	TrustedProxies []string
+	// PublishRate caps the events per second one publisher (its
+	// credential, else its address) may publish (default 0: no cap); over
+	// it: 429 with Retry-After.
+	PublishRate float64
+	// MemoryWatermark sheds load: while the live heap is above it, new
+	// subscriptions and publishes are refused with 503 (default 80% of the
+	// container's memory limit when there is one; negative: never).
+	MemoryWatermark int64
+
 	// MaxStreamsPerConnection bounds the streams one subscription names
 	// (default 64); more are refused with 400.
 	MaxStreamsPerConnection int
@@ -225,6 +247,12 @@ func (o *Options) setDefaults() {
 	defInt(&o.MaxReplayEvents, DefaultMaxReplayEvents)
 	defInt(&o.MaxReplayBytes, DefaultMaxReplayBytes)
 	defInt(&o.MaxStreamsPerConnection, DefaultMaxStreamsPerConn)
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections()
+	}
+	if o.MemoryWatermark == 0 {
+		o.MemoryWatermark = int64(DefaultMemoryWatermark())
+	}
 	defInt(&o.MaxHistoryStreams, DefaultMaxHistoryStreams)
 	// Reconstructed after an accidental truncation of this file: the two
 	// byte bounds' defaults (check against the intended change).

@@ -57,6 +57,9 @@ type ServerImpl struct {
 	err       error         // the first failure of any part, once done is closed
 	snapshots chan struct{} // bounds the snapshot pages served at once
 	fail      context.CancelCauseFunc
+	conns     *connLimits
+	pubRate   *keyedBuckets
+	memory    memoryGuard
 
 	// Background work (warm-up) that must end before Done.
 	bgMu      sync.Mutex
@@ -116,6 +119,13 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	s.rep = newRepairer(s)
 	s.hub.repair = s.rep.q.add
 	s.idem = newIdempotency(opts.IdempotencyWindow)
+	s.conns = newConnLimits(&s.opts)
+	if opts.PublishRate > 0 {
+		s.pubRate = newKeyedBuckets(opts.PublishRate, max(opts.PublishRate, 1))
+	}
+	if opts.MemoryWatermark > 0 {
+		s.memory.watermark = uint64(opts.MemoryWatermark)
+	}
 	s.handler = s.internalRouter()
 	return s, nil
 }
@@ -223,6 +233,9 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		})
 	})
 	goPart(func() { every(ctx, min(time.Second, s.opts.LivenessStall/4), s.hub.alive) })
+	if s.memory.watermark > 0 {
+		goPart(func() { every(ctx, 100*time.Millisecond, s.memory.check) })
+	}
 	go func() {
 		<-ctx.Done()
 		s.stopped.Store(true)

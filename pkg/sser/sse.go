@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -30,7 +31,25 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.writeError(w, r, "events", http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; subscribe with GET", "GET, OPTIONS")
 		return
 	}
-	q := r.URL.Query()
+	if s.memory.over.Load() {
+		s.refuse(w, r, "events", "memory", http.StatusServiceUnavailable, time.Second, "this replica is shedding load (memory above its watermark); retry")
+		return
+	}
+	release, limit, wait := s.conns.acquire(s.conns.clientIP(r), time.Now())
+	if release == nil {
+		status := http.StatusServiceUnavailable
+		if limit == "connections_per_ip" {
+			status = http.StatusTooManyRequests
+		}
+		s.refuse(w, r, "events", limit, status, wait, "too many subscriptions ("+strings.ReplaceAll(limit, "_", " ")+"); retry later")
+		return
+	}
+	defer release()
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		s.writeError(w, r, "events", http.StatusBadRequest, "malformed query string: "+err.Error(), "")
+		return
+	}
 	streams := q[QueryParameterName]
 	if len(streams) == 0 {
 		s.writeError(w, r, "events", http.StatusBadRequest, ErrStreamNameRequired.Error()+": add ?stream=NAME (repeat it for several streams)", "")
@@ -226,14 +245,20 @@ func (s *ServerImpl) corsHeaders(w http.ResponseWriter, r *http.Request) bool {
 	if origin == "" || len(s.opts.CORSOrigins) == 0 {
 		return false
 	}
-	allowed := slices.Contains(s.opts.CORSOrigins, "*") || slices.Contains(s.opts.CORSOrigins, origin)
-	if !allowed {
+	h := w.Header()
+	switch {
+	case origin != "null" && slices.Contains(s.opts.CORSOrigins, origin):
+		// A listed origin may send its cookies (a same-site session).
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Allow-Credentials", "true")
+	case slices.Contains(s.opts.CORSOrigins, "*"):
+		// Any origin, but never with credentials: a page anywhere must not
+		// read a stream with a visitor's cookies.
+		h.Set("Access-Control-Allow-Origin", "*")
+	default:
 		return false
 	}
-	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", origin)
-	h.Add("Vary", "Origin")
-	h.Set("Access-Control-Allow-Credentials", "true")
 	if r.Method == http.MethodOptions {
 		h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
 		h.Set("Access-Control-Allow-Headers", "Last-Event-ID, Cache-Control, Accept")
