@@ -243,7 +243,7 @@ func (h *hub) unlockAndFanOut() {
 // touched by the one goroutine serving sub's stream at a time.
 func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
 	frame := e.frame
-	if sub.ahead != nil {
+	if sub.ahead != nil || sub.lacks != nil {
 		var ok bool
 		if frame, ok = aheadFrame(sub, e); !ok {
 			return 0, true
@@ -314,7 +314,15 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 	if e.ev.Origin != "" && sub.ahead.has(e.ev.Origin, e.ev.Seq) {
 		return nil, false
 	}
-	if e.pos == nil || e.pos.coversOwn(sub.ahead) {
+	if e.pos == nil {
+		return e.frame, true
+	}
+	if sub.lacks != nil {
+		// The client lacks events this replica can no longer give: every
+		// id it gets says so.
+		return appendFrame(nil, e.pos.mergeOnto(sub.ahead).withHoles(sub.lacks).String(), &e.ev), true
+	}
+	if e.pos.coversOwn(sub.ahead) {
 		if e.pos.covers(sub.ahead) {
 			sub.ahead = nil
 		}
@@ -473,7 +481,9 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			// skip them, and merge its position into every id.
 			sub.ahead = from
 		}
-		res.lost = h.lostSinceLocked(sub.streams, from)
+		lacks := h.lacksLocked(sub.streams, from)
+		res.lost = len(lacks) > 0
+		sub.lacks = lacks
 		missed := h.missedLocked(sub.streams, from)
 		bytes := 0
 		for _, e := range missed {
@@ -486,8 +496,8 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			// client had before it resumed: its id must cover both, or a
 			// client that stops mid-replay would get events twice later.
 			frame := e.frame
-			if !e.pos.covers(from) {
-				frame = appendFrame(nil, e.pos.mergeOnto(from).String(), &e.ev)
+			if !e.pos.covers(from) || lacks != nil {
+				frame = appendFrame(nil, e.pos.mergeOnto(from).withHoles(lacks).String(), &e.ev)
 			}
 			frames = append(frames, frame)
 			bytes += len(frame)
@@ -496,7 +506,7 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		if res.lost {
 			frames = append(frames, lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
-		id = h.pos.mergeOnto(from).String()
+		id = h.pos.mergeOnto(from).withHoles(lacks).String()
 	}
 	frames[0] = append(frames[0], '\n')
 	h.m.replayed.Add(float64(res.replayed))
@@ -556,32 +566,51 @@ func (h *hub) missedLocked(streams []string, from position) []*histEntry {
 	return out
 }
 
-// lostSinceLocked reports whether a client at from has missed events on
-// streams that this replica no longer holds (evicted from history, given up
-// in a gap, or from before this replica knew the origin).
-func (h *hub) lostSinceLocked(streams []string, from position) bool {
+// lacksLocked is what a client at from lacks on streams that this replica
+// can no longer replay (evicted from history, given up in a gap, or from
+// before this replica knew the origin), as one hole per origin: empty when
+// nothing. The ids written for the client carry these holes, so they never
+// claim what it did not get, and a replica that still holds it can give it.
+func (h *hub) lacksLocked(streams []string, from position) position {
+	gone := make(map[string]uint64) // origin -> highest seq that cannot be replayed
 	for _, name := range streams {
 		if ss := h.streams[name]; ss != nil {
 			for origin, seq := range ss.evicted {
-				if from.entry(origin).lacksSome(span{0, seq}) {
-					return true
-				}
+				gone[origin] = max(gone[origin], seq)
 			}
 		}
 	}
 	for origin, st := range h.seq.origins {
-		if !st.inPosition {
-			continue
-		}
-		f := from.entry(origin)
-		if f.lacksSome(span{0, st.base}) {
-			return true
-		}
-		if e := h.pos.entry(origin); e.hasHole() && f.lacksSome(span{e.lo, e.hi}) {
-			return true
+		if st.inPosition {
+			gone[origin] = max(gone[origin], st.base)
 		}
 	}
-	return false
+	var lacks position
+	for origin, upTo := range gone {
+		f := from.entry(origin)
+		if e := h.pos.entry(origin); e.hasHole() && f.lacksSome(span{e.lo, e.hi}) {
+			upTo = max(upTo, e.hi)
+		}
+		if upTo == 0 || !f.lacksSome(span{0, upTo}) {
+			continue
+		}
+		first := true
+		var hole span
+		for _, m := range f.missing(upTo) {
+			if m.hi <= m.lo {
+				continue
+			}
+			if first {
+				hole, first = m, false
+			} else {
+				hole = span{min(hole.lo, m.lo), max(hole.hi, m.hi)}
+			}
+		}
+		if !first {
+			lacks = lacks.set(originSeq{origin: origin, seq: hole.hi, lo: hole.lo, hi: hole.hi})
+		}
+	}
+	return lacks
 }
 
 // unsubscribe removes a subscriber whose connection ended.

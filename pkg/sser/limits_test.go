@@ -293,3 +293,47 @@ func TestPublishRateAndMemoryWatermark(t *testing.T) {
 		t.Errorf("subscribe above the watermark: %d, want 503", st)
 	}
 }
+
+// A client that resumes from before history gets what is held, is told of
+// the rest, and holds ids that do not claim the events it never got, so a
+// replica that still has them would give them.
+func TestResumeBeyondHistoryLeavesAHoleInTheID(t *testing.T) {
+	ts := startServer(t, Options{HistorySize: 10})
+	sub := ssetest.Dial(t, ts.url("stream=h"), "")
+	for i := 1; i <= 5; i++ {
+		if err := ts.Send(t.Context(), "h", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sub.Collect(5, 5*time.Second)
+	from := got[4].ID
+	sub.Close()
+	for i := 6; i <= 35; i++ {
+		if err := ts.Send(t.Context(), "h", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := ssetest.Dial(t, ts.url("stream=h"), from)
+	evs := again.Collect(11, 5*time.Second) // 26..35 and the sser-lost notice
+	if again.Resp.Header.Get("X-Sser-Resume") != "lost" || len(evs) != 11 || evs[10].Event != LostEventType {
+		t.Fatalf("resume from %s: header %q, %d events", from, again.Resp.Header.Get("X-Sser-Resume"), len(evs))
+	}
+	if err := ts.Send(t.Context(), "h", "36"); err != nil {
+		t.Fatal(err)
+	}
+	live := again.Next(t, 5*time.Second)
+	origin := ts.Origin()
+	for _, id := range []string{evs[0].ID, evs[9].ID, live.ID, again.LastID()} {
+		for _, seq := range []uint64{6, 15, 25} {
+			if covers, err := IDCovers(id, origin, seq); err != nil || covers {
+				t.Errorf("id %q claims seq %d, which the client never got (%v)", id, seq, err)
+			}
+		}
+		if covers, _ := IDCovers(id, origin, 5); !covers {
+			t.Errorf("id %q does not claim seq 5, which the client had", id)
+		}
+	}
+	if covers, _ := IDCovers(live.ID, origin, 36); !covers {
+		t.Errorf("live id %q does not claim the live event", live.ID)
+	}
+}

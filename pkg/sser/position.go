@@ -160,6 +160,17 @@ func (p position) coversOwn(q position) bool {
 	return true
 }
 
+// withHoles returns p with each hole of lacks added, on p's origins only:
+// what lacks says the holder does not have, p no longer claims.
+func (p position) withHoles(lacks position) position {
+	for _, l := range lacks {
+		if _, ok := p.find(l.origin); ok && l.hasHole() {
+			p = p.withHole(l.origin, l.lo, l.hi)
+		}
+	}
+	return p
+}
+
 // span is the half-open seq range (lo, hi].
 type span struct{ lo, hi uint64 }
 

@@ -57,7 +57,11 @@ type subscriber struct {
 	// has not reached yet. While it is set, frames of those origins at or
 	// below it are skipped (the client has them) and every frame's id is
 	// re-encoded to include it, so the client's id never moves backwards.
-	ahead      position
+	ahead position
+	// lacks holds, per origin, events the client missed that this replica
+	// could no longer replay when it resumed: every id it is sent carries
+	// them as holes. Set before the subscriber is registered, then read only.
+	lacks      position
 	drainTimer *time.Timer
 }
 
