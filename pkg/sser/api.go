@@ -30,7 +30,9 @@ func (s *ServerImpl) MetricsHandler() http.Handler {
 func (s *ServerImpl) internalRouter() http.Handler {
 	peer := s.credential("peer", s.opts.PeerToken)
 	pub := s.credential("publish", s.opts.PublishToken)
-	r := mux.NewRouter()
+	// SkipClean: a POST to an unclean path is a 404, never a 301 that
+	// clients re-send as GET.
+	r := mux.NewRouter().SkipClean(true)
 	r.Handle(PeerEndpointURLPath, peer("send", s.only("send", s.serveSend, http.MethodPost)))
 	r.Handle(PublishURLPath, s.publisherAuth(pub)("publish", s.only("publish", s.servePublish, http.MethodPost)))
 	r.Handle(TicketsURLPath, pub("tickets", s.only("tickets", s.serveTickets, http.MethodPost)))
@@ -101,7 +103,7 @@ func (s *ServerImpl) credential(kind, token string) func(endpoint string, h http
 	var accepted [][]byte
 	for _, t := range []string{token, s.opts.InternalToken} {
 		if t != "" {
-			accepted = append(accepted, []byte("Bearer "+t))
+			accepted = append(accepted, []byte(t))
 		}
 	}
 	return func(endpoint string, h http.HandlerFunc) http.HandlerFunc {
@@ -109,19 +111,29 @@ func (s *ServerImpl) credential(kind, token string) func(endpoint string, h http
 			return h
 		}
 		return func(w http.ResponseWriter, r *http.Request) {
-			got := []byte(r.Header.Get("Authorization"))
-			if len(got) == 0 {
+			ip := remoteIP(r)
+			if ok, wait := s.failures.allowed(ip, time.Now()); !ok {
+				s.refuse(w, r, endpoint, "credential_failures", http.StatusTooManyRequests, wait, "too many wrong credentials from this address; retry later")
+				return
+			}
+			header := r.Header.Get("Authorization")
+			if header == "" {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="sser"`)
 				s.writeError(w, r, endpoint, http.StatusUnauthorized, "credentials required: Authorization: Bearer <"+kind+" token>", "")
 				return
 			}
+			scheme, got, _ := strings.Cut(header, " ")
 			ok := 0
-			for _, want := range accepted {
-				ok |= subtle.ConstantTimeCompare(got, want)
+			if strings.EqualFold(scheme, "Bearer") {
+				for _, want := range accepted {
+					ok |= subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want)
+				}
 			}
 			if ok != 1 {
 				s.m.authFailures.WithLabelValues(endpoint).Inc()
-				s.log.Info("wrong credentials", "endpoint", endpoint, "remote", r.RemoteAddr)
+				if n := s.failures.fail(ip, time.Now()); n > 0 {
+					s.log.Info("wrong credentials", "endpoint", endpoint, "remote", ip, "failuresSinceLastLog", n)
+				}
 				s.writeError(w, r, endpoint, http.StatusForbidden, "wrong credentials for the "+kind+" endpoints", "")
 				return
 			}
@@ -147,12 +159,12 @@ func (s *ServerImpl) only(endpoint string, h http.HandlerFunc, methods ...string
 // readEvents decodes a body of one Event or an array of them, answering
 // the error itself; nil when it did.
 func (s *ServerImpl) readEvents(w http.ResponseWriter, r *http.Request, name string) []Event {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			s.writeError(w, r, name, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+strconv.Quote(ct), "")
-			return nil
-		}
+	// Without application/json a browser could post here with no CORS
+	// preflight (a "simple" request): refuse it.
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		s.writeError(w, r, name, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+strconv.Quote(ct), "")
+		return nil
 	}
 	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 	events, err := DecodeEvents(body, s.opts.MaxBatchEvents)

@@ -252,3 +252,51 @@ func readSmallFile(name string) ([]byte, error) {
 	}
 	return nil, err
 }
+
+// failureThrottle slows credential guessing: an address with more than
+// burst wrong credentials, refilled at rate per second, is answered 429
+// until it has waited. Wrong credentials are logged at most once a second,
+// with how many there were.
+type failureThrottle struct {
+	buckets *keyedBuckets
+
+	mu      sync.Mutex
+	pending int
+	lastLog time.Time
+}
+
+func newFailureThrottle() *failureThrottle {
+	return &failureThrottle{buckets: newKeyedBuckets(1, 20)}
+}
+
+// allowed reports whether ip may try a credential now.
+func (f *failureThrottle) allowed(ip string, now time.Time) (bool, time.Duration) {
+	f.buckets.mu.Lock()
+	b := f.buckets.buckets[ip]
+	f.buckets.mu.Unlock()
+	if b == nil {
+		return true, 0
+	}
+	f.buckets.mu.Lock()
+	defer f.buckets.mu.Unlock()
+	tokens := min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	if tokens >= 1 {
+		return true, 0
+	}
+	return false, time.Duration((1 - tokens) / b.rate * float64(time.Second))
+}
+
+// fail records a wrong credential from ip; it returns how many to log now
+// (0: not yet).
+func (f *failureThrottle) fail(ip string, now time.Time) int {
+	f.buckets.take(ip, now, 1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending++
+	if now.Sub(f.lastLog) < time.Second {
+		return 0
+	}
+	n := f.pending
+	f.pending, f.lastLog = 0, now
+	return n
+}

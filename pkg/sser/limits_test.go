@@ -337,3 +337,56 @@ func TestResumeBeyondHistoryLeavesAHoleInTheID(t *testing.T) {
 		t.Errorf("live id %q does not claim the live event", live.ID)
 	}
 }
+
+// Strict edges of the internal API: the auth scheme is case-insensitive,
+// guessing is throttled per address, a body must say it is JSON, and an
+// unclean path is a 404, not a redirect a client re-sends as GET.
+func TestInternalEdges(t *testing.T) {
+	ts := startServer(t, Options{PublishToken: "pub", PeerToken: "peer"})
+	do := func(method, path, auth, ct, body string) int {
+		req, _ := http.NewRequestWithContext(t.Context(), method, ts.internal+path, strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	ev := `{"stream":"e","msg":"x"}`
+	if st := do("POST", PublishURLPath, "bearer pub", "application/json", ev); st != 200 {
+		t.Errorf("lower-case scheme: %d, want 200", st)
+	}
+	if st := do("POST", PublishURLPath, "Bearer pub", "", ev); st != http.StatusUnsupportedMediaType {
+		t.Errorf("no Content-Type: %d, want 415", st)
+	}
+	if st := do("POST", PublishURLPath, "Bearer pub", "text/plain", ev); st != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain: %d, want 415", st)
+	}
+	if st := do("POST", "/api/json/v1//publish", "Bearer pub", "application/json", ev); st != http.StatusNotFound {
+		t.Errorf("unclean path: %d, want 404 (no redirect)", st)
+	}
+	// Guessing: after a burst of wrong tokens the address is held off,
+	// even with the right one, until it waits.
+	refused := 0
+	for range 40 {
+		if st := do("POST", PublishURLPath, "Bearer guess", "application/json", ev); st == http.StatusTooManyRequests {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("40 wrong tokens in a row were never throttled")
+	}
+	if st := do("POST", PublishURLPath, "Bearer pub", "application/json", ev); st != http.StatusTooManyRequests {
+		t.Errorf("right token right after a guessing burst: %d, want 429 until the address waits", st)
+	}
+	if n := testutil.ToFloat64(ts.m.refused.WithLabelValues("credential_failures")); n == 0 {
+		t.Error("throttled guesses not counted")
+	}
+}

@@ -58,6 +58,7 @@ type ServerImpl struct {
 	snapshots chan struct{} // bounds the snapshot pages served at once
 	fail      context.CancelCauseFunc
 	conns     *connLimits
+	failures  *failureThrottle
 	pubRate   *keyedBuckets
 	memory    memoryGuard
 
@@ -120,6 +121,7 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	s.hub.repair = s.rep.q.add
 	s.idem = newIdempotency(opts.IdempotencyWindow)
 	s.conns = newConnLimits(&s.opts)
+	s.failures = newFailureThrottle()
 	if opts.PublishRate > 0 {
 		s.pubRate = newKeyedBuckets(opts.PublishRate, max(opts.PublishRate, 1))
 	}
