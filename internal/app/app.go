@@ -19,9 +19,12 @@ Usage:
   sser [serve] [flags]   run a replica (the default command)
   sser pub [flags] MSG   publish an event through a replica's internal API
   sser sub [flags]       subscribe to streams and print the events
+  sser token [flags]     mint a development JWT (HS256) for subscribers or publishers
+  sser ticket [flags]    get a ticket for an EventSource URL (from a replica, or minted here)
   sser help              show this help
 
-Run "sser serve -h", "sser pub -h" or "sser sub -h" for the flags.
+Run "sser serve -h", "sser pub -h", "sser sub -h", "sser token -h" or
+"sser ticket -h" for the flags.
 `
 
 // Main runs the command line args and returns the exit code.
@@ -38,6 +41,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		err = RunPub(ctx, args, stdin, stdout, stderr)
 	case "sub":
 		err = RunSub(ctx, args, stdout, stderr)
+	case "token":
+		err = RunToken(ctx, args, stdout, stderr)
+	case "ticket":
+		err = RunTicket(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

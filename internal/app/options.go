@@ -70,6 +70,9 @@ type Options struct {
 	LogLevel        string
 	LogFormat       string
 	DemoPage        bool
+
+	// Auth authenticates subscribers (and JWT publishers); off when empty.
+	Auth AuthOptions
 }
 
 // NewOptions returns the defaults: the library's (sser.DefaultOptions) for
@@ -104,6 +107,7 @@ func NewOptions() *Options {
 		LogLevel:            "info",
 		LogFormat:           "json",
 		DemoPage:            true,
+		Auth:                newAuthOptions(),
 	}
 }
 
@@ -283,6 +287,8 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.str(&o.LogLevel, "log-level", "SSER_LOG_LEVEL", "info or debug")
 	e.str(&o.LogFormat, "log-format", "SSER_LOG_FORMAT", "json or text")
 	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo page at / on the frontend")
+	// Subscriber authentication (secrets from files or variables).
+	o.Auth.flags(e)
 	return e.errs
 }
 
@@ -372,6 +378,7 @@ func (o *Options) Validate() []error {
 	if o.LogLevel != "info" && o.LogLevel != "debug" {
 		errs = append(errs, fmt.Errorf("--log-level %q: want info or debug", o.LogLevel))
 	}
+	errs = append(errs, o.Auth.validate()...)
 	if o.LogFormat != "json" && o.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", o.LogFormat))
 	}

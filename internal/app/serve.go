@@ -49,6 +49,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if so.AuthOptions, err = o.Auth.authOptions(ctx, log.WithName("auth")); err != nil {
+		return err
+	}
 	srv, err := sser.NewWithOptions(so)
 	if err != nil {
 		return err
