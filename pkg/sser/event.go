@@ -152,6 +152,9 @@ func decodeEvents(data []byte, maxEvents int) ([]Event, error) {
 	if len(trimmed) == 0 {
 		return nil, fmt.Errorf("%w: empty body; want an Event object or an array of them", ErrInvalidBody)
 	}
+	if err := checkKeys(trimmed); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidBody, err.Error())
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	var events []Event
 	if trimmed[0] == '[' {
@@ -185,6 +188,77 @@ func decodeEvents(data []byte, maxEvents int) ([]Event, error) {
 		}
 	}
 	return events, nil
+}
+
+// eventKeys are the JSON keys of an Event, spelled exactly.
+var eventKeys = []string{"stream", "msg", "event", "origin", "seq"}
+
+// checkKeys refuses what encoding/json would quietly accept in an Event
+// object: a key given twice (the last would win) and a known key in another
+// case ("Stream" would fill stream). Unknown keys stay allowed, as do
+// nested values of unknown keys.
+func checkKeys(data []byte) error {
+	type frame struct {
+		obj, wantKey, event bool
+		seen                map[string]bool
+	}
+	var stack []frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // malformed JSON is reported by the decoder proper
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				// An event object is the top value, or an element of a top array.
+				event := len(stack) == 0 || (len(stack) == 1 && !stack[0].obj)
+				stack = append(stack, frame{obj: true, wantKey: true, event: event, seen: make(map[string]bool, 5)})
+			case '[':
+				stack = append(stack, frame{})
+			default:
+				if len(stack) == 0 {
+					return nil
+				}
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
+					return nil
+				}
+				valueDone()
+			}
+		case string:
+			if len(stack) == 0 {
+				return nil // not an object or array: the decoder proper says so
+			}
+			top := &stack[len(stack)-1]
+			if top.obj && top.wantKey {
+				top.wantKey = false
+				if !top.event {
+					continue
+				}
+				for _, k := range eventKeys {
+					if t != k && strings.EqualFold(t, k) {
+						return fmt.Errorf("key %q: keys are case-sensitive, did you mean %q?", t, k)
+					}
+				}
+				if top.seen[t] {
+					return fmt.Errorf("key %q given twice", t)
+				}
+				top.seen[t] = true
+				continue
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 func jsonErrorText(err error) string {

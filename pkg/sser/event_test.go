@@ -90,3 +90,21 @@ func TestDecodeEvents(t *testing.T) {
 		})
 	}
 }
+
+func TestDecodeEventsIsStrictAboutKeys(t *testing.T) {
+	for _, tt := range []struct {
+		body, err string
+	}{
+		{`{"stream":"a","msg":"x","msg":"y"}`, "given twice"},
+		{`[{"stream":"a","msg":"x"},{"stream":"b","Stream":"c","msg":"y"}]`, "case-sensitive"},
+		{`{"Msg":"x","stream":"a"}`, "case-sensitive"},
+		{`{"stream":"a","msg":"x","extra":{"msg":1,"msg":2}}`, ""}, // unknown keys and their values are not events
+		{`{"stream":"a","msg":"x","unknown":"ok"}`, ""},
+		{`{"stream":"a","msg":"{\"stream\":1,\"stream\":2}"}`, ""},
+	} {
+		_, err := decodeEvents([]byte(tt.body), 0)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("decodeEvents(%s) = %v, want an error with %q", tt.body, err, tt.err)
+		}
+	}
+}
