@@ -117,7 +117,9 @@ func (o *outbox) makeRoomLocked(n int, nb int64) ([]cutoffNote, error) {
 			blocking.pressureSince = time.Time{}
 			o.pressured--
 			cutoffs = append(cutoffs, cutoffNote{peer: blocker, lag: o.last - blocking.acked})
+			continue // another peer may lag too: it gets its own time
 		}
+		// Only cut-off peers lag here: they skip what goes.
 		for _, c := range o.cursors {
 			if c.acked < oldest {
 				c.acked = oldest

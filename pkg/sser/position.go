@@ -136,21 +136,7 @@ func (p position) merge(q position) position {
 	return out
 }
 
-// mergeOnto is merge limited to p's origins: the ids written for a client
-// whose resume point names origins this replica does not know never grow
-// past what the replica itself would write.
-func (p position) mergeOnto(q position) position {
-	out := make(position, len(p))
-	for i, a := range p {
-		if j, ok := q.find(a.origin); ok {
-			a = mergeEntry(a, q[j])
-		}
-		out[i] = a
-	}
-	return out
-}
-
-// coversOwn reports whether p covers q on p's own origins.
+// coversOwn reports whether p covers q on the origins p has.
 func (p position) coversOwn(q position) bool {
 	for _, a := range p {
 		if j, ok := q.find(a.origin); ok && !(position{a}).covers(q[j:j+1]) {
