@@ -200,6 +200,8 @@ func retryAfter(wait time.Duration) string {
 func (s *ServerImpl) refuse(w http.ResponseWriter, r *http.Request, endpoint, limit string, status int, wait time.Duration, msg string) {
 	s.m.refused.WithLabelValues(limit).Inc()
 	w.Header().Set("Retry-After", retryAfter(wait))
+	// A refused client does not keep its connection (a file descriptor).
+	w.Header().Set("Connection", "close")
 	s.writeError(w, r, endpoint, status, msg, "")
 }
 
