@@ -50,6 +50,19 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		IdempotencyWindow:   o.IdempotencyWindow,
 		LivenessStall:       o.LivenessStall,
 		InternalReadTimeout: o.InternalReadTimeout,
+
+		MaxConnections:          o.MaxConnections,
+		MaxConnectionsPerIP:     o.MaxConnectionsPerIP,
+		ConnectionRate:          o.ConnectionRate,
+		TrustedProxies:          o.TrustedProxies,
+		PublishRate:             o.PublishRate,
+		MemoryWatermark:         o.MemoryWatermark,
+		MaxStreamsPerConnection: o.MaxStreamsPerConnection,
+		MaxReplayEvents:         o.MaxReplayEvents,
+		MaxReplayBytes:          o.MaxReplayBytes,
+		MaxHistoryStreams:       o.MaxHistoryStreams,
+		MaxHistoryBytes:         o.MaxHistoryBytes,
+		MaxStreamHistoryBytes:   o.MaxStreamHistoryBytes,
 	}
 	// The flags say 0 for "off" where the library says negative (its zero
 	// means the default).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path"
@@ -50,10 +51,30 @@ type Options struct {
 	HistorySize       int
 	HistoryAge        time.Duration
 
-	// Credentials of the internal port.
-	PeerToken     string
-	PublishToken  string
-	InternalToken string
+	// Credentials of the internal port, given or read from their files at
+	// start (readTokenFiles).
+	PeerToken         string
+	PublishToken      string
+	InternalToken     string
+	PeerTokenFile     string
+	PublishTokenFile  string
+	InternalTokenFile string
+
+	// Limits on what clients can make one replica do. Zero means what it
+	// means to the library: the default, or no cap where the library has
+	// none by default.
+	MaxConnections          int
+	MaxConnectionsPerIP     int
+	ConnectionRate          float64
+	TrustedProxies          []string
+	PublishRate             float64
+	MemoryWatermark         int64
+	MaxStreamsPerConnection int
+	MaxReplayEvents         int
+	MaxReplayBytes          int
+	MaxHistoryStreams       int
+	MaxHistoryBytes         int64
+	MaxStreamHistoryBytes   int64
 
 	// OutboxSize is also set by --peer-queue, its older name.
 	OutboxSize          int
@@ -102,12 +123,21 @@ func NewOptions() *Options {
 		IdempotencyWindow:   d.IdempotencyWindow,
 		LivenessStall:       d.LivenessStall,
 		InternalReadTimeout: d.InternalReadTimeout,
-		DrainWindow:         10 * time.Second,
-		ShutdownTimeout:     5 * time.Second,
-		LogLevel:            "info",
-		LogFormat:           "json",
-		DemoPage:            true,
-		Auth:                newAuthOptions(),
+		// MaxConnections and MemoryWatermark stay 0: the library derives
+		// them from this process's file limit and its container's memory
+		// limit, which the flags' usage cannot know.
+		MaxStreamsPerConnection: d.MaxStreamsPerConnection,
+		MaxReplayEvents:         d.MaxReplayEvents,
+		MaxReplayBytes:          d.MaxReplayBytes,
+		MaxHistoryStreams:       d.MaxHistoryStreams,
+		MaxHistoryBytes:         d.MaxHistoryBytes,
+		MaxStreamHistoryBytes:   d.MaxStreamHistoryBytes,
+		DrainWindow:             10 * time.Second,
+		ShutdownTimeout:         5 * time.Second,
+		LogLevel:                "info",
+		LogFormat:               "json",
+		DemoPage:                true,
+		Auth:                    newAuthOptions(),
 	}
 }
 
@@ -214,6 +244,18 @@ func (e *envFlags) int64(p *int64, name, env, u string) {
 	e.fs.Int64Var(p, name, *p, e.usage(u, env))
 }
 
+func (e *envFlags) float(p *float64, name, env, u string) {
+	if v, ok := e.lookup(name, env); ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not a number", env, v))
+		} else {
+			*p = f
+		}
+	}
+	e.fs.Float64Var(p, name, *p, e.usage(u, env))
+}
+
 func (e *envFlags) boolean(p *bool, name, env, u string) {
 	if v, ok := e.lookup(name, env); ok {
 		b, err := strconv.ParseBool(v)
@@ -261,11 +303,29 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.list(&o.AllowedStreams, "allowed-streams", "SSER_ALLOWED_STREAMS", "glob patterns (path.Match) of the streams clients may subscribe to; others get 204 No Content (empty allows all)")
 	e.integer(&o.HistorySize, "history-size", "SSER_HISTORY_SIZE", "events kept per stream for resuming clients (0 disables)")
 	e.dur(&o.HistoryAge, "history-age", "SSER_HISTORY_AGE", "how long events are kept for resuming clients")
-	// Credentials of the internal port (prefer the variables, from a Secret:
-	// flags show in the process list).
-	e.str(&o.PeerToken, "peer-token", "SSER_PEER_TOKEN", "when set, the replicas' credential: required as 'Authorization: Bearer <token>' on peer delivery, history and origins, and sent to peers; the same on every replica")
-	e.str(&o.PublishToken, "publish-token", "SSER_PUBLISH_TOKEN", "when set, required as 'Authorization: Bearer <token>' on publish; it grants publishing only, so it must differ from --peer-token")
-	e.str(&o.InternalToken, "internal-token", "SSER_INTERNAL_TOKEN", "older single credential: while set, accepted as the peer token and as the publish token (wherever those are unset it is used as them)")
+	// Credentials of the internal port. Prefer the files (a mounted
+	// Secret): a flag's value shows in the process list
+	// (/proc/PID/cmdline), a variable's in the process's environment.
+	e.str(&o.PeerToken, "peer-token", "SSER_PEER_TOKEN", "when set, the replicas' credential: required as 'Authorization: Bearer <token>' on peer delivery, history and origins, and sent to peers; the same on every replica (prefer --peer-token-file)")
+	e.str(&o.PeerTokenFile, "peer-token-file", "SSER_PEER_TOKEN_FILE", "file holding the peer token, read at start (a final newline is trimmed)")
+	e.str(&o.PublishToken, "publish-token", "SSER_PUBLISH_TOKEN", "when set, required as 'Authorization: Bearer <token>' on publish; it grants publishing only, so it must differ from --peer-token (prefer --publish-token-file)")
+	e.str(&o.PublishTokenFile, "publish-token-file", "SSER_PUBLISH_TOKEN_FILE", "file holding the publish token, read at start (a final newline is trimmed)")
+	e.str(&o.InternalToken, "internal-token", "SSER_INTERNAL_TOKEN", "older single credential: while set, accepted as the peer token and as the publish token (wherever those are unset it is used as them) (prefer --internal-token-file)")
+	e.str(&o.InternalTokenFile, "internal-token-file", "SSER_INTERNAL_TOKEN_FILE", "file holding the older single credential, read at start (a final newline is trimmed)")
+	// Limits: what one client can make this replica hold or do. Every
+	// refusal is counted in sser_refused_total{limit}.
+	e.integer(&o.MaxConnections, "max-connections", "SSER_MAX_CONNECTIONS", "subscriptions this replica serves; more are refused (503); the frontend listener also answers 503 and closes sockets past this plus 64; 0 = the process's file limit less 512 descriptors kept for the internal port, peers and probes; negative = no cap")
+	e.integer(&o.MaxConnectionsPerIP, "max-connections-per-ip", "SSER_MAX_CONNECTIONS_PER_IP", "subscriptions one client address may hold; more are refused (429); 0 = no cap (behind a proxy set --trusted-proxies, or every client shares the proxy's address)")
+	e.float(&o.ConnectionRate, "connection-rate", "SSER_CONNECTION_RATE", "new subscriptions per second this replica accepts (bursts of as many); faster ones are refused (429); 0 = no cap")
+	e.list(&o.TrustedProxies, "trusted-proxies", "SSER_TRUSTED_PROXIES", "addresses or CIDRs of proxies (an ingress) whose X-Forwarded-For names the client address for --max-connections-per-ip")
+	e.float(&o.PublishRate, "publish-rate", "SSER_PUBLISH_RATE", "events per second one publisher (its credential, else its address) may publish; faster is refused (429); 0 = no cap")
+	e.int64(&o.MemoryWatermark, "memory-watermark", "SSER_MEMORY_WATERMARK", "live heap bytes above which new subscriptions and publishes are refused (503); 0 = 80% of the container's memory limit (none without one); negative = never")
+	e.integer(&o.MaxStreamsPerConnection, "max-streams-per-connection", "SSER_MAX_STREAMS_PER_CONNECTION", "streams one subscription may name; more are refused (400); 0 = the default")
+	e.integer(&o.MaxReplayEvents, "max-replay-events", "SSER_MAX_REPLAY_EVENTS", "events one resume replays; a client that missed more gets the oldest and resumes again for the rest; 0 = the default")
+	e.integer(&o.MaxReplayBytes, "max-replay-bytes", "SSER_MAX_REPLAY_BYTES", "bytes one resume replays (as --max-replay-events); 0 = the default")
+	e.integer(&o.MaxHistoryStreams, "max-history-streams", "SSER_MAX_HISTORY_STREAMS", "streams holding history; past it the oldest events go first (sser_history_evicted_total); 0 = the default")
+	e.int64(&o.MaxHistoryBytes, "max-history-bytes", "SSER_MAX_HISTORY_BYTES", "bytes of history held across all streams, oldest evicted first; 0 = the default")
+	e.int64(&o.MaxStreamHistoryBytes, "max-stream-history-bytes", "SSER_MAX_STREAM_HISTORY_BYTES", "bytes of history held for one stream, oldest evicted first; 0 = the default")
 	// Peers: the outbox, back-pressure and what a peer may send.
 	e.integer(&o.OutboxSize, "outbox-size", "SSER_OUTBOX_SIZE", "this replica's own events held for peers that have not acknowledged them and for repairs; a peer lagging by all of them brings publishers back-pressure (503), then is cut off")
 	e.integerAlias(&o.OutboxSize, "peer-queue", "SSER_PEER_QUEUE", "outbox-size", "SSER_OUTBOX_SIZE")
@@ -372,6 +432,32 @@ func (o *Options) Validate() []error {
 	if o.MaxSeqGap == 0 {
 		errs = append(errs, errors.New("--max-seq-gap must be positive, got 0"))
 	}
+	for _, f := range []struct {
+		name string
+		n    int64
+	}{
+		{"--max-connections-per-ip", int64(o.MaxConnectionsPerIP)},
+		{"--max-streams-per-connection", int64(o.MaxStreamsPerConnection)},
+		{"--max-replay-events", int64(o.MaxReplayEvents)},
+		{"--max-replay-bytes", int64(o.MaxReplayBytes)},
+		{"--max-history-streams", int64(o.MaxHistoryStreams)},
+		{"--max-history-bytes", o.MaxHistoryBytes},
+		{"--max-stream-history-bytes", o.MaxStreamHistoryBytes},
+	} {
+		if f.n < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (0 means the default), got %d", f.name, f.n))
+		}
+	}
+	for name, r := range map[string]float64{"--connection-rate": o.ConnectionRate, "--publish-rate": o.PublishRate} {
+		if r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+			errs = append(errs, fmt.Errorf("%s must be a non-negative number (0 means no cap), got %v", name, r))
+		}
+	}
+	for _, p := range o.TrustedProxies {
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			errs = append(errs, fmt.Errorf("--trusted-proxies: %q is neither an IP address nor a CIDR", p))
+		}
+	}
 	if o.PeerToken != "" && o.PeerToken == o.PublishToken {
 		errs = append(errs, errors.New("--peer-token and --publish-token must differ: a publisher must not be able to pose as a peer"))
 	}
@@ -381,6 +467,44 @@ func (o *Options) Validate() []error {
 	errs = append(errs, o.Auth.validate()...)
 	if o.LogFormat != "json" && o.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", o.LogFormat))
+	}
+	return errs
+}
+
+// readTokenFiles reads the internal port's credentials from their files
+// into the tokens, trimmed of a final newline (a Secret written with echo
+// has one). It returns every problem: a file that cannot be read or is
+// empty (an empty token would turn the check off), or a token given both
+// as a value and as a file.
+func (o *Options) readTokenFiles() []error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		tok  *string
+		file string
+	}{
+		{"peer-token", &o.PeerToken, o.PeerTokenFile},
+		{"publish-token", &o.PublishToken, o.PublishTokenFile},
+		{"internal-token", &o.InternalToken, o.InternalTokenFile},
+	} {
+		if f.file == "" {
+			continue
+		}
+		if *f.tok != "" {
+			errs = append(errs, fmt.Errorf("--%s and --%s-file: give one", f.name, f.name))
+			continue
+		}
+		b, err := os.ReadFile(f.file)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s-file: %w", f.name, err))
+			continue
+		}
+		tok := strings.TrimRight(string(b), "\r\n")
+		if tok == "" {
+			errs = append(errs, fmt.Errorf("--%s-file %s is empty", f.name, f.file))
+			continue
+		}
+		*f.tok = tok
 	}
 	return errs
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
+	errs = append(errs, o.readTokenFiles()...)
 	errs = append(errs, o.Validate()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration:\n  %w", errors.Join(errs...))
@@ -70,16 +72,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		<-srv.Done()
 		return fmt.Errorf("listen on frontend address: %w", err)
 	}
+	// The frontend alone is capped: the internal listener (probes, peers,
+	// publish) keeps answering whatever subscribers do.
+	if n := frontendCap(o.MaxConnections, sser.DefaultMaxConnections); n > 0 {
+		ln = newCapListener(ln, n, func() { srv.CountRefused("frontend_connections") })
+	}
 	r := mux.NewRouter()
 	r.Handle("/events", srv.ClientConnectionHandler(runCtx))
 	if o.DemoPage {
 		r.Handle("/", demoPage(srv))
 	}
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, "{\"error\":%q}\n", "no such endpoint: "+req.URL.Path+"; subscribe at /events?stream=NAME")
-	})
+	r.NotFoundHandler = http.HandlerFunc(notFound)
 	front := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- front.Serve(ln) }()
@@ -118,6 +121,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// notFound answers a path the frontend does not serve. encoding/json
+// writes valid JSON for any bytes in the path (invalid UTF-8 becomes
+// U+FFFD), where Go's %q would write \x escapes JSON does not have.
+func notFound(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotFound)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+	}{"no such endpoint: " + req.URL.Path + "; subscribe at /events?stream=NAME"})
 }
 
 // shutdownGuardMargin is the time a shutdown gets beyond its drain window

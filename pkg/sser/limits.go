@@ -205,6 +205,11 @@ func (s *ServerImpl) refuse(w http.ResponseWriter, r *http.Request, endpoint, li
 	s.writeError(w, r, endpoint, status, msg, "")
 }
 
+// CountRefused counts, in sser_refused_total{limit}, a refusal made in
+// front of the server's handlers: the binary's frontend listener answers
+// 503 to sockets past its cap before any request is read.
+func (s *ServerImpl) CountRefused(limit string) { s.m.refused.WithLabelValues(limit).Inc() }
+
 // memoryGuard sheds load above a heap watermark: new subscriptions and
 // publishes are refused with 503 while the live heap is above it.
 type memoryGuard struct {

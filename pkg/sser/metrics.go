@@ -65,7 +65,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.idempotentHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_publish_idempotent_replays_total", Help: "Publishes answered from the idempotency window instead of being published again."})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_auth_failures_total", Help: "Requests refused for wrong credentials, by endpoint."}, []string{"endpoint"})
 	m.replayTruncated = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_replay_truncated_total", Help: "Resumes that missed more than one replay may send: the oldest part was sent and the client resumes again for the rest."})
-	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_refused_total", Help: "Requests refused by a limit, by limit (connections, connections_per_ip, connection_rate, streams_per_connection, publish_rate, credential_failures, memory)."}, []string{"limit"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_refused_total", Help: "Requests refused by a limit, by limit (connections, connections_per_ip, connection_rate, streams_per_connection, publish_rate, credential_failures, memory; frontend_connections from the binary's listener)."}, []string{"limit"})
 	m.framesQueued = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_frames_queued_total", Help: "Event frames queued to subscribers (one per event per subscriber)."})
 	m.bytesWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_bytes_written_total", Help: "Bytes written to SSE subscribers."})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
