@@ -157,6 +157,7 @@ func (r *repairer) repair(ctx context.Context, origin string) (time.Duration, bo
 		r.round(origin, false)
 		return 0, false
 	}
+	start := after
 	log := s.log.WithValues("origin", origin)
 	owner := s.book.addr(origin)
 	ownerAlive := owner != "" && owner != s.opts.PodIP && s.bc.isPeer(owner)
@@ -188,6 +189,7 @@ func (r *repairer) repair(ctx context.Context, origin string) (time.Duration, bo
 				}
 				break
 			}
+			log.V(1).Info("gap repair page", "peer", peer, "after", after, "upTo", upTo, "events", len(ans.Events), "more", ans.More, "owner", ans.Owner, "heldFrom", ans.HeldFrom, "last", ans.Last)
 			if ans.Owner {
 				heldFrom = max(heldFrom, ans.HeldFrom)
 			} else if peer == owner {
@@ -208,8 +210,11 @@ func (r *repairer) repair(ctx context.Context, origin string) (time.Duration, bo
 		r.round(origin, false)
 		return 0, false
 	}
-	if pages >= maxRepairPages && filled > 0 {
-		return 0, true // more to fetch: come back at once
+	if after > start {
+		// Progress, and the gap may have grown meanwhile: look again at
+		// once, asking every peer about what is missing now. Only a pass
+		// that moved nothing decides what to give up.
+		return 0, true
 	}
 	switch {
 	case heldFrom > after+1:
