@@ -201,36 +201,44 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 	}
 }
 
-// writeFrames writes frames to the client in one write and flushes; false
-// when the client is gone. (Reconstructed after an accidental truncation of
-// this file from the writer's former closure: check against the intended change.)
+// writeFrames writes frames to the client and flushes; false when the
+// client is gone. Frames are joined into writes of up to writeChunk bytes:
+// frame by frame, net/http's small buffer would split a burst into many
+// chunks and syscalls, and joined whole, a replay of MaxReplayBytes would
+// cost that much memory per connection (a client that never reads would
+// hold it for the write timeout). The write timeout covers the whole batch,
+// so a client reading a trickle cannot stretch it.
 func (s *ServerImpl) writeFrames(w http.ResponseWriter, rc *http.ResponseController, frames [][]byte) bool {
 	_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-	var n int
-	var err error
+	written := 0
 	if len(frames) == 1 {
-		n, err = w.Write(frames[0])
+		n, err := w.Write(frames[0])
+		if err != nil {
+			return false
+		}
+		written = n
 	} else {
-		// One write per batch: frame by frame, net/http's small buffer
-		// would split a burst into many chunks and syscalls.
 		bp := batchPool.Get().(*[]byte)
-		b := (*bp)[:0]
-		for _, f := range frames {
-			b = append(b, f...)
+		defer batchPool.Put(bp)
+		for i := 0; i < len(frames); {
+			b := (*bp)[:0]
+			for ; i < len(frames) && (len(b) == 0 || len(b)+len(frames[i]) <= writeChunk); i++ {
+				b = append(b, frames[i]...)
+			}
+			if cap(b) <= maxPooledBatch {
+				*bp = b[:0]
+			}
+			n, err := w.Write(b)
+			written += n
+			if err != nil {
+				return false
+			}
 		}
-		n, err = w.Write(b)
-		if cap(b) <= maxPooledBatch {
-			*bp = b[:0]
-			batchPool.Put(bp)
-		}
-	}
-	if err != nil {
-		return false
 	}
 	if err := rc.Flush(); err != nil {
 		return false
 	}
-	s.m.bytesWritten.Add(float64(n))
+	s.m.bytesWritten.Add(float64(written))
 	return true
 }
 
@@ -238,6 +246,10 @@ func (s *ServerImpl) writeFrames(w http.ResponseWriter, rc *http.ResponseControl
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 const maxPooledBatch = 1 << 20
+
+// writeChunk is the most bytes joined into one write (one frame larger
+// than it is written alone).
+const writeChunk = 64 << 10
 
 // corsHeaders sets the CORS answer for an allowed Origin; true when set.
 func (s *ServerImpl) corsHeaders(w http.ResponseWriter, r *http.Request) bool {
