@@ -254,8 +254,6 @@ func (o *Options) setDefaults() {
 		o.MemoryWatermark = int64(DefaultMemoryWatermark())
 	}
 	defInt(&o.MaxHistoryStreams, DefaultMaxHistoryStreams)
-	// Reconstructed after an accidental truncation of this file: the two
-	// byte bounds' defaults (check against the intended change).
 	if o.MaxHistoryBytes == 0 {
 		o.MaxHistoryBytes = DefaultMaxHistoryBytes
 	}
