@@ -331,9 +331,31 @@ func TestTemplate(t *testing.T) {
 				}
 
 				// Tuning is left to the binary's defaults.
-				for _, f := range []string{"outbox-size", "peer-cutoff", "idempotency-window", "liveness-stall", "peer-queue"} {
+				for _, f := range []string{"outbox-size", "peer-cutoff", "idempotency-window", "liveness-stall", "peer-queue",
+					"max-connections", "max-connections-per-ip", "connection-rate", "trusted-proxies", "publish-rate", "memory-watermark",
+					"max-streams-per-connection", "max-replay-events", "max-replay-bytes", "max-history-streams", "max-history-bytes", "max-stream-history-bytes"} {
 					if v, ok := r.flag(f); ok {
 						t.Errorf("--%s=%s set by default, want the binary's default", f, v)
+					}
+				}
+			},
+		},
+		{
+			name: "limits", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.maxConnections=400", "--set", "sser.maxConnectionsPerIP=50", "--set", "sser.connectionRate=12.5",
+				"--set", "sser.trustedProxies={10.0.0.0/8,192.168.1.1}", "--set", "sser.publishRate=200", "--set", "sser.memoryWatermark=-1",
+				"--set", "sser.maxStreamsPerConnection=8", "--set", "sser.maxReplayEvents=500", "--set", "sser.maxReplayBytes=65536",
+				"--set", "sser.maxHistoryStreams=1000", "--set-json", "sser.maxHistoryBytes=1073741824", "--set", "sser.maxStreamHistoryBytes=4096"},
+			check: func(t *testing.T, r rendered) {
+				for f, want := range map[string]string{
+					"max-connections": "400", "max-connections-per-ip": "50", "connection-rate": "12.5",
+					"trusted-proxies": "10.0.0.0/8,192.168.1.1", "publish-rate": "200", "memory-watermark": "-1",
+					"max-streams-per-connection": "8", "max-replay-events": "500", "max-replay-bytes": "65536",
+					// A large number, as a values file gives it (a float), still an integer.
+					"max-history-streams": "1000", "max-history-bytes": "1073741824", "max-stream-history-bytes": "4096",
+				} {
+					if got, ok := r.flag(f); !ok || got != want {
+						t.Errorf("--%s=%q (set %v), want %q", f, got, ok, want)
 					}
 				}
 			},
