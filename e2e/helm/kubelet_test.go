@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -286,16 +288,24 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
+	mounts, err := k.writeVolumes(ctx, pod, c)
+	if err != nil {
+		return err
+	}
 	// The image's entrypoint is /sser; a command replaces it, args follow.
 	args := append([]string(nil), c.Args...)
 	if len(c.Command) > 0 {
 		args = append(append([]string(nil), c.Command[1:]...), c.Args...)
 	}
-	r := &podRun{pod: pod, ip: ip, kubeconfig: kubeconfig, logs: &testproc.Buffer{}, args: expandArgs(args, env)}
+	args = expandArgs(args, env)
+	for i := range args {
+		args[i] = mounts.Replace(args[i])
+	}
+	r := &podRun{pod: pod, ip: ip, kubeconfig: kubeconfig, logs: &testproc.Buffer{}, args: args}
 	// The env a container sees: its own variables, and the ServiceAccount
 	// credentials a kubelet would mount, as a kubeconfig.
 	for _, kv := range env {
-		r.env = append(r.env, kv[0]+"="+kv[1])
+		r.env = append(r.env, kv[0]+"="+mounts.Replace(kv[1]))
 	}
 	r.env = append(r.env, "KUBECONFIG="+kubeconfig, "HOME="+k.dir)
 
@@ -357,6 +367,48 @@ func (k *kubelet) writeKubeconfig(ctx context.Context, pod *corev1.Pod) (string,
 		return "", err
 	}
 	return path, nil
+}
+
+// writeVolumes does what the kubelet does for the container's mounts of
+// projected volumes of Secret keys: it writes each key to its file under the
+// agent's directory. With no mount namespace, the process finds them through
+// the returned replacer, which turns each mountPath into that directory
+// wherever args and env name it.
+func (k *kubelet) writeVolumes(ctx context.Context, pod *corev1.Pod, c corev1.Container) (*strings.Replacer, error) {
+	var pairs []string
+	for _, m := range c.VolumeMounts {
+		i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+		if i < 0 || pod.Spec.Volumes[i].Projected == nil {
+			return nil, fmt.Errorf("mount %s: only projected volumes are supported by the agent", m.Name)
+		}
+		dir := filepath.Join(k.dir, string(pod.UID), m.Name)
+		for _, src := range pod.Spec.Volumes[i].Projected.Sources {
+			if src.Secret == nil || len(src.Secret.Items) == 0 {
+				return nil, fmt.Errorf("volume %s: only Secret sources with items are supported by the agent", m.Name)
+			}
+			sec, err := k.client.CoreV1().Secrets(pod.Namespace).Get(ctx, src.Secret.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) && src.Secret.Optional != nil && *src.Secret.Optional {
+				continue
+			} else if err != nil {
+				return nil, fmt.Errorf("volume %s: secret %s: %w", m.Name, src.Secret.Name, err)
+			}
+			for _, it := range src.Secret.Items {
+				v, ok := sec.Data[it.Key]
+				if !ok {
+					return nil, fmt.Errorf("volume %s: secret %s has no key %s", m.Name, src.Secret.Name, it.Key)
+				}
+				path := filepath.Join(dir, it.Path)
+				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+					return nil, err
+				}
+				if err := os.WriteFile(path, v, 0o400); err != nil {
+					return nil, err
+				}
+			}
+		}
+		pairs = append(pairs, strings.TrimSuffix(m.MountPath, "/")+"/", dir+"/")
+	}
+	return strings.NewReplacer(pairs...), nil
 }
 
 // resolveEnv turns the container's env into name/value pairs, resolving the

@@ -57,6 +57,9 @@ func TestServerSideDryRun(t *testing.T) {
 		{"chart ci/minimal-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-minimal", "-f", ciValues(t, "minimal-values.yaml"))(t)
 		}, 2},
+		{"chart subscriber authentication", chart("dry-auth", "--set", "auth.jwt.hs256Secret.existingSecret=jwt,auth.jwt.publicKey.existingSecret=jwt,auth.jwt.jwks.existingSecret=jwks",
+			"--set", "auth.tickets.key.existingSecret=tickets,sser.publishToken.existingSecret=publishers,sser.internalToken.existingSecret=old",
+			"--set-json", `auth.jwt.streamTemplates=["users/{sub}/*"]`), 8},
 		{"chart NetworkPolicy and HPA", chart("dry-np", "--set", "networkPolicy.internal.namespaces={shop},autoscaling.enabled=true"), 9},
 		{"chart sidecar values", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-sidecar", "-f", filepath.Join(RepoRoot(t), "examples", "sidecar", "values.yaml"))(t)
@@ -296,13 +299,36 @@ func TestPeerTokenKeptAcrossUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The token is the file the peer-token volume projects from Secret mine.
+	c := d.Spec.Template.Spec.Containers[0]
+	path := ""
+	for _, arg := range c.Args {
+		if v, ok := strings.CutPrefix(arg, "--peer-token-file="); ok {
+			path = v
+		}
+	}
 	found := false
-	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
-		if e.Name == "SSER_PEER_TOKEN" {
-			found = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == "mine"
+	for _, m := range c.VolumeMounts {
+		rel, ok := strings.CutPrefix(path, m.MountPath+"/")
+		if !ok || path == "" {
+			continue
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.Projected == nil {
+				continue
+			}
+			for _, src := range v.Projected.Sources {
+				if src.Secret == nil || src.Secret.Name != "mine" {
+					continue
+				}
+				for _, it := range src.Secret.Items {
+					found = found || (it.Path == rel && it.Key == "token")
+				}
+			}
 		}
 	}
 	if !found {
-		t.Errorf("installed Deployment does not read SSER_PEER_TOKEN from Secret mine: %+v", d.Spec.Template.Spec.Containers[0].Env)
+		t.Errorf("installed Deployment does not read --peer-token-file=%q from Secret mine: args %q, mounts %+v, volumes %+v",
+			path, c.Args, c.VolumeMounts, d.Spec.Template.Spec.Volumes)
 	}
 }

@@ -41,6 +41,26 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"peer cut-off without unit", "sser.peerCutoff=10", "peerCutoff"},
 		{"liveness stall not a duration", "sser.livenessStall=soon", "livenessStall"},
 		{"idempotency window not a duration", "sser.idempotencyWindow=forever", "idempotencyWindow"},
+		// Half-configured subscriber authentication: what a JWT must carry,
+		// with nothing to verify it, would leave the frontend open.
+		{"issuer without a JWT key", "auth.jwt.issuer=https://id.example.com", "issuer"},
+		{"audience without a JWT key", "auth.jwt.audience=sse", "audience"},
+		{"streams claim without a JWT key", "auth.jwt.streamsClaim=channels", "streamsClaim"},
+		{"JWKS refresh without a JWKS", "auth.jwt.jwksRefresh=1m", "jwksRefresh"},
+		{"JWKS refresh with only an HS256 key", "auth.jwt.hs256Secret.existingSecret=k,auth.jwt.jwksRefresh=1m", "jwksRefresh"},
+		{"ticket TTL without a ticket key", "auth.tickets.maxTTL=10m", "maxTTL"},
+		{"JWT key Secret empty", "auth.jwt.hs256Secret.existingSecret=", "existingSecret"},
+		{"JWT key without its Secret", "auth.jwt.publicKey.key=pub.pem", "existingSecret"},
+		{"JWKS key without its Secret", "auth.jwt.jwks.key=jwks.json", "existingSecret"},
+		{"ticket key Secret empty", "auth.tickets.key.existingSecret=", "existingSecret"},
+		{"ticket key without its Secret", "auth.tickets.key.key=k", "existingSecret"},
+		{"JWKS from a Secret and a URL", "auth.jwt.jwks.existingSecret=jwks,auth.jwt.jwksURL=https://id.example.com/jwks", "jwksURL"},
+		{"JWKS URL not http", "auth.jwt.jwksURL=file:///etc/jwks.json", "jwksURL"},
+		{"JWT key Secret not a name", "auth.jwt.hs256Secret.existingSecret=My_Secret", "existingSecret"},
+		{"JWT key typo", "auth.jwt.hs256Secret.existingSecert=k", "existingSecert"},
+		{"auth typo", "auth.jwt.issuers=x", "issuers"},
+		{"JWKS refresh not a duration", "auth.jwt.jwksURL=https://id.example.com/jwks,auth.jwt.jwksRefresh=hourly", "jwksRefresh"},
+		{"cookie name with a space", "auth.cookie=my cookie", "cookie"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,6 +73,24 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 				t.Fatalf("--set %s failed, but not with a schema error naming %q: %v", tc.set, tc.want, err)
 			}
 		})
+	}
+}
+
+// TestSchemaRejectsStreamTemplatesWithoutJWT: templates grant streams to
+// JWTs, so they need a JWT key source (tickets carry their own streams).
+func TestSchemaRejectsStreamTemplatesWithoutJWT(t *testing.T) {
+	for _, set := range []string{"", "auth.tickets.key.existingSecret=tickets"} {
+		args := []string{"--set-json", `auth.jwt.streamTemplates=["users/{sub}/*"]`}
+		if set != "" {
+			args = append(args, "--set", set)
+		}
+		_, err := Template(t, "sser", "sser-test", args...)
+		if err == nil || !strings.Contains(err.Error(), "schema") || !strings.Contains(err.Error(), "streamTemplates") {
+			t.Errorf("stream templates with %q: got %v, want a schema error naming streamTemplates", set, err)
+		}
+	}
+	if _, err := Template(t, "sser", "sser-test", "--set-json", `auth.jwt.streamTemplates=["users/{sub}/*"]`, "--set", "auth.jwt.jwksURL=https://id.example.com/jwks"); err != nil {
+		t.Errorf("stream templates with a JWKS URL: %v", err)
 	}
 }
 

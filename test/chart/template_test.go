@@ -162,6 +162,23 @@ func checkInvariants(t *testing.T, r rendered) {
 		t.Errorf("env lacks %v", slices.Sorted(maps.Keys(wantEnv)))
 	}
 
+	// Credentials are files of read-only mounted Secrets: no variable reads
+	// a Secret, and every --*-file flag names a Secret key's file.
+	for _, e := range r.sser.Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			t.Errorf("env %s reads Secret %s: credentials must be mounted files (env: %v)", e.Name, e.ValueFrom.SecretKeyRef.Name, envNames(r.sser.Env))
+		}
+	}
+	for _, a := range r.sser.Args {
+		name, path, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !ok || !strings.HasSuffix(name, "-file") {
+			continue
+		}
+		if _, err := r.secretFile(path); err != nil {
+			t.Errorf("%s: %v", a, err)
+		}
+	}
+
 	// Ports are named, match the listen flags, and the probes use the internal one.
 	ports := map[string]int32{}
 	for _, p := range r.sser.Ports {
@@ -317,13 +334,16 @@ func TestTemplate(t *testing.T) {
 					t.Error("no internal Service sser-internal")
 				}
 
-				// The replicas' credential: a generated Secret, read into SSER_PEER_TOKEN.
+				// The replicas' credential: a generated Secret, mounted as the file --peer-token-file names.
 				token := peerToken(t, r, "sser-peer-token", "token")
 				if len(token) < 32 || strings.Trim(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
 					t.Errorf("peer token %q, want 32 or more letters and digits", token)
 				}
-				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "token")
-				wantNoEnv(t, r, "SSER_PUBLISH_TOKEN", "SSER_INTERNAL_TOKEN")
+				wantSecretFile(t, r, "peer-token-file", "sser-peer-token", "token")
+				wantNoFlag(t, r, "publish-token-file", "internal-token-file")
+
+				// Subscriber authentication is off: no flag, no key mounted.
+				wantNoAuth(t, r)
 
 				// The NetworkPolicy is on: the internal port only from the release's own pods.
 				if got, want := internalSources(t, r), []string{"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String()}; !slices.Equal(got, want) {
@@ -364,9 +384,9 @@ func TestTemplate(t *testing.T) {
 			name: "internal token from a Secret", release: "sser", fullname: "sser",
 			args: []string{"--set", "sser.internalToken.existingSecret=sser-token", "--set", "sser.internalToken.key=t"},
 			check: func(t *testing.T, r rendered) {
-				wantSecretEnv(t, r, "SSER_INTERNAL_TOKEN", "sser-token", "t")
+				wantSecretFile(t, r, "internal-token-file", "sser-token", "t")
 				// The older credential comes beside the peer token, not instead of it.
-				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "token")
+				wantSecretFile(t, r, "peer-token-file", "sser-peer-token", "token")
 			},
 		},
 		{
@@ -374,7 +394,7 @@ func TestTemplate(t *testing.T) {
 			args: []string{"--set", "sser.peerToken.existingSecret=my-peers,sser.peerToken.key=k"},
 			check: func(t *testing.T, r rendered) {
 				wantKinds(t, r, withKinds(map[string]int{"Secret": 0}))
-				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "my-peers", "k")
+				wantSecretFile(t, r, "peer-token-file", "my-peers", "k")
 			},
 		},
 		{
@@ -384,7 +404,7 @@ func TestTemplate(t *testing.T) {
 				if token := peerToken(t, r, "sser-peer-token", "peer.token"); len(token) < 32 {
 					t.Errorf("peer token %q is shorter than 32 characters", token)
 				}
-				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "peer.token")
+				wantSecretFile(t, r, "peer-token-file", "sser-peer-token", "peer.token")
 			},
 		},
 		{
@@ -392,16 +412,97 @@ func TestTemplate(t *testing.T) {
 			args: []string{"--set", "sser.peerToken.create=false"},
 			check: func(t *testing.T, r rendered) {
 				wantKinds(t, r, withKinds(map[string]int{"Secret": 0}))
-				wantNoEnv(t, r, "SSER_PEER_TOKEN")
+				wantNoFlag(t, r, "peer-token-file")
 			},
 		},
 		{
 			name: "publish token from a Secret", release: "sser", fullname: "sser",
 			args: []string{"--set", "sser.publishToken.existingSecret=publishers,sser.publishToken.key=p"},
 			check: func(t *testing.T, r rendered) {
-				wantSecretEnv(t, r, "SSER_PUBLISH_TOKEN", "publishers", "p")
-				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "sser-peer-token", "token")
-				wantNoEnv(t, r, "SSER_INTERNAL_TOKEN")
+				wantSecretFile(t, r, "publish-token-file", "publishers", "p")
+				wantSecretFile(t, r, "peer-token-file", "sser-peer-token", "token")
+				wantNoFlag(t, r, "internal-token-file")
+			},
+		},
+		{
+			name: "JWT from every key source in files", release: "sser", fullname: "sser",
+			args: []string{
+				"--set", "auth.jwt.hs256Secret.existingSecret=jwt-keys,auth.jwt.hs256Secret.key=hs",
+				"--set", "auth.jwt.publicKey.existingSecret=jwt-keys",
+				"--set", "auth.jwt.jwks.existingSecret=idp-jwks,auth.jwt.jwksRefresh=1m",
+				"--set", "auth.jwt.issuer=https://id.example.com/,auth.jwt.audience=sse,auth.jwt.streamsClaim=channels",
+				"--set-json", `auth.jwt.streamTemplates=["users/{sub}/*","teams/{team}/inbox"]`,
+				"--set", "auth.cookie=session",
+			},
+			check: func(t *testing.T, r rendered) {
+				wantSecretFile(t, r, "auth-jwt-hs256-secret-file", "jwt-keys", "hs")
+				wantSecretFile(t, r, "auth-jwt-public-key-file", "jwt-keys", "public.pem")
+				wantSecretFile(t, r, "auth-jwks-file", "idp-jwks", "jwks.json")
+				for f, want := range map[string]string{
+					"auth-jwks-refresh": "1m", "auth-issuer": "https://id.example.com/", "auth-audience": "sse",
+					"auth-streams-claim": "channels", "auth-cookie": "session",
+				} {
+					if got, ok := r.flag(f); !ok || got != want {
+						t.Errorf("--%s=%q (set %v), want %q", f, got, ok, want)
+					}
+				}
+				if got, want := r.flags("auth-stream-template"), []string{"users/{sub}/*", "teams/{team}/inbox"}; !slices.Equal(got, want) {
+					t.Errorf("--auth-stream-template %q, want %q in order", got, want)
+				}
+				wantNoFlag(t, r, "auth-jwks-url", "ticket-key-file", "ticket-max-ttl")
+				// The keys beside the tokens, each in its own directory.
+				if got := mountPaths(r); !slices.Equal(got, []string{"/etc/sser/tokens", "/etc/sser/auth"}) {
+					t.Errorf("mounts %q, want /etc/sser/tokens and /etc/sser/auth", got)
+				}
+				wantSecretFile(t, r, "peer-token-file", "sser-peer-token", "token")
+			},
+		},
+		{
+			name: "JWKS from a URL needs no file", release: "sser", fullname: "sser",
+			args: []string{"--set", "auth.jwt.jwksURL=http://idp.auth.svc:8080/jwks.json", "--set-json", `auth.jwt.streamTemplates=["users/{sub}/*"]`},
+			check: func(t *testing.T, r rendered) {
+				if got, _ := r.flag("auth-jwks-url"); got != "http://idp.auth.svc:8080/jwks.json" {
+					t.Errorf("--auth-jwks-url=%q", got)
+				}
+				if got, _ := r.flag("auth-cookie"); got != "sser_token" {
+					t.Errorf("--auth-cookie=%q, want the default sser_token", got)
+				}
+				wantNoFlag(t, r, "auth-jwt-hs256-secret-file", "auth-jwt-public-key-file", "auth-jwks-file", "auth-jwks-refresh",
+					"auth-issuer", "auth-audience", "auth-streams-claim", "ticket-key-file")
+				if got := mountPaths(r); !slices.Equal(got, []string{"/etc/sser/tokens"}) {
+					t.Errorf("mounts %q, want only the tokens", got)
+				}
+			},
+		},
+		{
+			name: "tickets alone", release: "sser", fullname: "sser",
+			args: []string{"--set", "auth.tickets.key.existingSecret=sser-tickets,auth.tickets.maxTTL=10m,auth.cookie="},
+			check: func(t *testing.T, r rendered) {
+				wantSecretFile(t, r, "ticket-key-file", "sser-tickets", "key")
+				if got, ok := r.flag("ticket-max-ttl"); got != "10m" {
+					t.Errorf("--ticket-max-ttl=%q (set %v), want 10m", got, ok)
+				}
+				// An empty cookie name turns cookies off; it is not the binary's default.
+				if got, ok := r.flag("auth-cookie"); !ok || got != "" {
+					t.Errorf("--auth-cookie=%q (set %v), want it given and empty", got, ok)
+				}
+				wantNoFlag(t, r, "auth-jwt-hs256-secret-file", "auth-jwt-public-key-file", "auth-jwks-file", "auth-jwks-url", "auth-stream-template")
+			},
+		},
+		{
+			name: "one Secret for the HS256 key and the ticket key", release: "sser", fullname: "sser",
+			args: []string{"--set", "auth.jwt.hs256Secret.existingSecret=sser-auth,auth.tickets.key.existingSecret=sser-auth,auth.tickets.key.key=tickets"},
+			check: func(t *testing.T, r rendered) {
+				wantSecretFile(t, r, "auth-jwt-hs256-secret-file", "sser-auth", "secret")
+				wantSecretFile(t, r, "ticket-key-file", "sser-auth", "tickets")
+				wantNoFlag(t, r, "ticket-max-ttl")
+			},
+		},
+		{
+			name: "a cookie name alone leaves auth off", release: "sser", fullname: "sser",
+			args: []string{"--set", "auth.cookie=session"},
+			check: func(t *testing.T, r rendered) {
+				wantNoAuth(t, r)
 			},
 		},
 		{
@@ -530,7 +631,7 @@ func TestTemplate(t *testing.T) {
 						t.Errorf("%s named %s, want rt", o.GetKind(), o.GetName())
 					}
 				}
-				wantSecretEnv(t, r, "SSER_PEER_TOKEN", "rt-peer-token", "token")
+				wantSecretFile(t, r, "peer-token-file", "rt-peer-token", "token")
 			},
 		},
 		{
@@ -624,7 +725,9 @@ func TestTemplate(t *testing.T) {
 				if got := r.grace(t); got != 10+20+3+7 {
 					t.Errorf("grace %d, want 40", got)
 				}
-				wantSecretEnv(t, r, "SSER_PUBLISH_TOKEN", "sser-publish-token", "token")
+				wantSecretFile(t, r, "publish-token-file", "sser-publish-token", "token")
+				wantSecretFile(t, r, "auth-jwks-file", "sser-jwks", "jwks.json")
+				wantSecretFile(t, r, "ticket-key-file", "sser-tickets", "hmac")
 				if got, _ := r.flag("outbox-size"); got != "4096" {
 					t.Errorf("--outbox-size=%q, want 4096", got)
 				}
@@ -684,37 +787,117 @@ func peerToken(t *testing.T, r rendered, name, key string) string {
 	return string(sec.Data[key])
 }
 
-// wantSecretEnv checks that the sser container reads env name from Secret
-// secret, key key, and that a Secret the chart renders holds that key.
-func wantSecretEnv(t *testing.T, r rendered, name, secret, key string) {
+// wantSecretFile checks that the sser container is given --flag=PATH and
+// that PATH is the file a read-only mount of a projected volume makes of
+// Secret secret, key key (not optional: a missing Secret must keep the pod
+// from starting, not start a replica without its credential); and that a
+// Secret the chart renders holds that key.
+func wantSecretFile(t *testing.T, r rendered, flag, secret, key string) {
 	t.Helper()
-	for _, e := range r.sser.Env {
-		if e.Name != name {
-			continue
-		}
-		ref := e.ValueFrom
-		if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != secret || ref.SecretKeyRef.Key != key {
-			t.Errorf("%s from %+v, want Secret %s key %s", name, ref, secret, key)
-			return
-		}
-		if ref.SecretKeyRef.Optional != nil && *ref.SecretKeyRef.Optional {
-			t.Errorf("%s is optional: a missing Secret would start a replica without its credential", name)
-		}
-		if o := Find(r.objs, "Secret", secret); o != nil {
-			if _, ok := As[corev1.Secret](t, o).Data[key]; !ok {
-				t.Errorf("%s reads key %s, which the rendered Secret %s lacks", name, key, secret)
-			}
-		}
+	path, ok := r.flag(flag)
+	if !ok {
+		t.Errorf("no --%s in %q", flag, r.sser.Args)
 		return
 	}
-	t.Errorf("no %s env in %v", name, envNames(r.sser.Env))
+	got, err := r.secretFile(path)
+	if err != nil {
+		t.Errorf("--%s=%s: %v", flag, path, err)
+		return
+	}
+	if got.secret != secret || got.key != key {
+		t.Errorf("--%s=%s is Secret %s key %s, want Secret %s key %s", flag, path, got.secret, got.key, secret, key)
+	}
+	if o := Find(r.objs, "Secret", secret); o != nil {
+		if _, ok := As[corev1.Secret](t, o).Data[key]; !ok {
+			t.Errorf("--%s reads key %s, which the rendered Secret %s lacks", flag, key, secret)
+		}
+	}
 }
 
-func wantNoEnv(t *testing.T, r rendered, names ...string) {
+// secretRef is one Secret key.
+type secretRef struct{ secret, key string }
+
+// secretFile finds the Secret key the sser container sees at path: a
+// read-only volume mount holding it, of a projected volume whose Secret
+// source puts that key there.
+func (r rendered) secretFile(path string) (secretRef, error) {
+	for _, m := range r.sser.VolumeMounts {
+		rel, ok := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if !ok {
+			continue
+		}
+		if !m.ReadOnly || m.SubPath != "" {
+			return secretRef{}, fmt.Errorf("mount %s is not a whole read-only volume (readOnly %v, subPath %q)", m.MountPath, m.ReadOnly, m.SubPath)
+		}
+		for _, v := range r.deploy.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name {
+				continue
+			}
+			if v.Projected == nil {
+				return secretRef{}, fmt.Errorf("volume %s is not a projected volume of Secrets", v.Name)
+			}
+			for _, src := range v.Projected.Sources {
+				if src.Secret == nil {
+					continue
+				}
+				for _, it := range src.Secret.Items {
+					if it.Path == rel {
+						if src.Secret.Optional != nil && *src.Secret.Optional {
+							return secretRef{}, fmt.Errorf("Secret %s is optional in volume %s", src.Secret.Name, v.Name)
+						}
+						return secretRef{src.Secret.Name, it.Key}, nil
+					}
+				}
+			}
+			return secretRef{}, fmt.Errorf("volume %s puts no Secret key at %s", v.Name, rel)
+		}
+		return secretRef{}, fmt.Errorf("mount %s names no volume of the pod", m.Name)
+	}
+	return secretRef{}, fmt.Errorf("no volume is mounted at it")
+}
+
+// flags returns every value of --name=value in the sser container's args,
+// for repeatable flags.
+func (r rendered) flags(name string) []string {
+	var out []string
+	for _, a := range r.sser.Args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// wantNoAuth checks that subscriber authentication is off: no --auth-* or
+// --ticket-* flag and no key volume.
+func wantNoAuth(t *testing.T, r rendered) {
 	t.Helper()
-	for _, e := range r.sser.Env {
-		if slices.Contains(names, e.Name) {
-			t.Errorf("env %s set: %+v", e.Name, e.ValueFrom)
+	for _, a := range r.sser.Args {
+		if strings.HasPrefix(a, "--auth-") || strings.HasPrefix(a, "--ticket-") {
+			t.Errorf("%s given with authentication off", a)
+		}
+	}
+	for _, v := range r.deploy.Spec.Template.Spec.Volumes {
+		if v.Name == "sser-auth" {
+			t.Errorf("volume %s with authentication off", v.Name)
+		}
+	}
+}
+
+func mountPaths(r rendered) []string {
+	var out []string
+	for _, m := range r.sser.VolumeMounts {
+		out = append(out, m.MountPath)
+	}
+	return out
+}
+
+// wantNoFlag checks that none of the flags is given.
+func wantNoFlag(t *testing.T, r rendered, flags ...string) {
+	t.Helper()
+	for _, f := range flags {
+		if v, ok := r.flag(f); ok {
+			t.Errorf("--%s=%s set", f, v)
 		}
 	}
 }

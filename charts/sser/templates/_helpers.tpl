@@ -125,3 +125,50 @@ the one the chart creates, else empty (no peer token).
 {{- printf "%s-peer-token" (include "sser.fullname" .) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether subscribers are authenticated: a JWT key source or a ticket key is set.
+*/}}
+{{- define "sser.authEnabled" -}}
+{{- $auth := .Values.auth | default dict }}
+{{- if or (dig "jwt" "hs256Secret" "existingSecret" "" $auth) (dig "jwt" "publicKey" "existingSecret" "" $auth) (dig "jwt" "jwks" "existingSecret" "" $auth) (dig "jwt" "jwksURL" "" $auth) (dig "tickets" "key" "existingSecret" "" $auth) }}true{{ end }}
+{{- end }}
+
+{{/*
+The credentials the sser container reads from files, as a YAML list of
+{volume, secret, key, file, flag}: the internal port's tokens in the volume
+sser-tokens (/etc/sser/tokens) and the subscriber authentication keys in
+sser-auth (/etc/sser/auth). Each file is one Secret key, passed to sser with
+its *-file flag, so no secret is ever in an environment variable or argument.
+*/}}
+{{- define "sser.secretFiles" -}}
+{{- $files := list }}
+{{- with include "sser.peerTokenSecret" . }}
+{{- $files = append $files (dict "volume" "sser-tokens" "secret" . "key" $.Values.sser.peerToken.key "file" "peer-token" "flag" "peer-token-file") }}
+{{- end }}
+{{- with .Values.sser.publishToken.existingSecret }}
+{{- $files = append $files (dict "volume" "sser-tokens" "secret" . "key" $.Values.sser.publishToken.key "file" "publish-token" "flag" "publish-token-file") }}
+{{- end }}
+{{- with .Values.sser.internalToken.existingSecret }}
+{{- $files = append $files (dict "volume" "sser-tokens" "secret" . "key" $.Values.sser.internalToken.key "file" "internal-token" "flag" "internal-token-file") }}
+{{- end }}
+{{- $auth := .Values.auth | default dict }}
+{{- range $src := list
+  (list "jwt" "hs256Secret" "secret" "jwt-hs256-secret" "auth-jwt-hs256-secret-file")
+  (list "jwt" "publicKey" "public.pem" "jwt-public-keys.pem" "auth-jwt-public-key-file")
+  (list "jwt" "jwks" "jwks.json" "jwks.json" "auth-jwks-file")
+  (list "tickets" "key" "key" "ticket-key" "ticket-key-file") }}
+{{- $ref := dig (index $src 0) (index $src 1) dict $auth }}
+{{- with $ref.existingSecret }}
+{{- $files = append $files (dict "volume" "sser-auth" "secret" . "key" ($ref.key | default (index $src 2)) "file" (index $src 3) "flag" (index $src 4)) }}
+{{- end }}
+{{- end }}
+{{- toYaml $files }}
+{{- end }}
+
+{{/*
+Mount path of a credentials volume.
+*/}}
+{{- define "sser.secretDir" -}}
+{{- if eq . "sser-tokens" }}/etc/sser/tokens{{ else }}/etc/sser/auth{{ end }}
+{{- end }}
