@@ -363,19 +363,6 @@ func (h *hub) heldFrom(origin string) uint64 {
 	return 0
 }
 
-// want records that origin has events up to upTo (a peer's notes say so),
-// and reports whether that leaves a gap here.
-func (h *hub) want(origin string, upTo uint64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	st := h.seq.origins[origin]
-	if st == nil || h.closed || h.warming {
-		return false
-	}
-	st.want = max(st.want, upTo)
-	return st.want > st.last
-}
-
 // giveUp stops waiting for an origin's events up to upTo: what has not
 // arrived is counted as lost, every subscriber is told, and the position
 // records the hole so no id claims those events. The events held behind
