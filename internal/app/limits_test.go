@@ -358,6 +358,9 @@ func TestServeCapsOnlyTheFrontend(t *testing.T) {
 		return resp.StatusCode
 	}
 	testproc.Eventually(t, 10*time.Second, "the replica up", func() bool { return get("http://"+internal+"/healthz") == http.StatusOK })
+	// The frontend listens a moment after the internal port.
+	testproc.Eventually(t, 10*time.Second, "the frontend up", func() bool { return get("http://"+front+"/nowhere") == http.StatusNotFound })
+	hc.CloseIdleConnections()
 
 	// Two subscriptions plus the slack fill the frontend.
 	for range 2 + listenerSlack {
