@@ -123,7 +123,7 @@ func TestSeedSendIsLocalOnly(t *testing.T) {
 		t.Fatalf("replica 0 got %+v", got)
 	}
 	// A published marker goes everywhere; on the other replicas it must be
-	// the first event, proving the seed event never reached them.
+	// the first event, proving the origin-less event never reached them.
 	publish(t, reps[1].InternalURL, `{"stream":"seed","msg":"marker"}`)
 	for i, s := range subs {
 		if got := s.Next(t, 10*time.Second); got.Data != "marker" {

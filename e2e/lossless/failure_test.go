@@ -186,8 +186,9 @@ func TestRetriedBatchDeliveredOnce(t *testing.T) {
 }
 
 // An origin that dies after reaching some peers but not others must not
-// leave the others' subscribers silently short: invariant 3 allows a loss
-// only past a history limit, and then the subscriber is told. r0 publishes
+// leave the others' subscribers silently short: a loss is allowed only past
+// a history limit or when no one holds the events, and then the subscriber
+// is told. r0 publishes
 // while r2 is paused, so r1 has the events and r0's queue to r2 holds them;
 // then r0 is killed and r2 runs again. r1 still holds every event in its
 // history, so r2's subscribers can get them.

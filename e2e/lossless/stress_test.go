@@ -22,8 +22,8 @@ import (
 	"github.com/sser-dev/sser/pkg/sser"
 )
 
-// The tests in this file put real replicas under the stress invariant 3 is
-// about — bursts, slow and paused peers, kills — and audit every subscriber
+// The tests in this file put real replicas under stress — bursts, slow and
+// paused peers, kills — and audit every subscriber
 // for silent loss: an accepted event it was owed that it neither received
 // nor was told about, or that its id claims it has. Publishers keep a
 // ledger of what each publish answer accepted and where its origin put it

@@ -1,4 +1,5 @@
-# End-to-end tests of issue 5 (lossless resume, warm-up, gap repair, drain) with
+# End-to-end delivery tests (lossless resume, warm-up, gap repair, drain, stress,
+# trust, authentication, limits) with
 # real sser processes on loopback, and headless Chromium for the browser test.
 
 .PHONY: chromium
