@@ -282,3 +282,35 @@ func staticFinder(t *testing.T, ips ...string) PeerFinder {
 	}
 	return pf
 }
+
+// Cutting one lagging peer off must not carry another peer past events it
+// has not acknowledged: the second gets its own back-pressure period.
+func TestCutOffDoesNotSkipAnotherLaggingPeer(t *testing.T) {
+	o := newOutbox(4, 1<<20, 10*time.Second)
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	o.now = clock.Now
+	o.addPeer("a")
+	o.addPeer("b")
+	add := func(msg string) ([]cutoffNote, error) { return o.add("me", []Event{{Stream: "s", Msg: msg}}) }
+	for i := 1; i <= 4; i++ {
+		if _, err := add(strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := add("5"); !errors.Is(err, ErrBackPressure) {
+		t.Fatalf("full outbox: %v, want back-pressure", err)
+	}
+	clock.Add(11 * time.Second)
+	cut, err := add("5")
+	if !errors.Is(err, ErrBackPressure) || len(cut) != 1 {
+		t.Fatalf("after the cut-off: %v, cut-offs %+v; want one peer cut off and back-pressure for the other", err, cut)
+	}
+	other := map[string]string{"a": "b", "b": "a"}[cut[0].peer]
+	if events, _ := o.next(other, 10); len(events) != 4 || events[0].Seq != 1 {
+		t.Fatalf("the peer not cut off would next get %d events from %v, want seqs 1..4: nothing skipped", len(events), events)
+	}
+	clock.Add(11 * time.Second)
+	if _, err := add("5"); err != nil {
+		t.Fatalf("after its own cut-off period: %v", err)
+	}
+}
