@@ -613,18 +613,7 @@ func TestTrustForgedPeerEvents(t *testing.T) {
 		}
 		return out
 	}
-	fence := 0
-	// publishFence publishes one more event on replica 0 and waits until
-	// every subscriber has it: whatever came before has been delivered.
-	publishFence := func(t *testing.T) {
-		t.Helper()
-		fence++
-		msg := fmt.Sprintf("fence-%d", fence)
-		if a := trustPublish(t, c, 0, fmt.Sprintf(`{"stream":%q,"msg":%q}`, s, msg)); a.status != http.StatusOK {
-			t.Fatalf("publish %s: %s", msg, a)
-		}
-		trustWaitMsg(t, deadline, msg, subs...)
-	}
+	publishFence := trustFencer(c, s, subs...)
 
 	t.Run("another replica's origin", func(t *testing.T) {
 		ev, _ := subs[0].find("hello-r0")
@@ -1153,16 +1142,7 @@ func TestTrustPublishRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fence := 0
-	publishFence := func(t *testing.T) {
-		t.Helper()
-		fence++
-		msg := fmt.Sprintf("fence-%d", fence)
-		if a := trustPublish(t, c, 0, fmt.Sprintf(`{"stream":%q,"msg":%q}`, s, msg)); a.status != http.StatusOK {
-			t.Fatalf("publish %s: %s", msg, a)
-		}
-		trustWaitMsg(t, deadline, msg, sub)
-	}
+	publishFence := trustFencer(c, s, sub)
 
 	t.Run("reserved event type", func(t *testing.T) {
 		for _, body := range []string{
@@ -1210,4 +1190,20 @@ func TestTrustPublishRules(t *testing.T) {
 			t.Errorf("the subscriber received %q, want \"once\" exactly once", sub.msgs())
 		}
 	})
+}
+
+// trustFencer returns a func that publishes one more event on replica 0 of
+// stream and waits until every subscriber has it: whatever came before has
+// been delivered.
+func trustFencer(c *cluster, stream string, subs ...*trustSub) func(t *testing.T) {
+	fence := 0
+	return func(t *testing.T) {
+		t.Helper()
+		fence++
+		msg := fmt.Sprintf("fence-%d", fence)
+		if a := trustPublish(t, c, 0, fmt.Sprintf(`{"stream":%q,"msg":%q}`, stream, msg)); a.status != http.StatusOK {
+			t.Fatalf("publish %s: %s", msg, a)
+		}
+		trustWaitMsg(t, deadline, msg, subs...)
+	}
 }
