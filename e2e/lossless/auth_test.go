@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -175,29 +173,6 @@ func pageWith(query, setup string) string {
 	return strings.Replace(p, "let k = 0;", setup+"\nlet k = 0;", 1)
 }
 
-// browserRun serves page on a balancer over c and opens it in Chromium.
-func browserRun(t *testing.T, bin string, c *cluster, page string) (*balancer, *browserLog) {
-	t.Helper()
-	b := newBalancer(t, c)
-	b.waitReady(t, 0, 1)
-	blog := &browserLog{reports: make(map[int]browserReport)}
-	b.handle("/auth.html", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = io.WriteString(w, page)
-	})
-	b.handle("/report", func(w http.ResponseWriter, r *http.Request) {
-		var rep browserReport
-		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		blog.add(rep)
-		w.WriteHeader(http.StatusNoContent)
-	})
-	startChromium(t, bin, b.URL+"/auth.html")
-	return b, blog
-}
-
 // An EventSource with a ticket in its URL survives a drain of its replica:
 // it reconnects with the same URL to the other replica and resumes exactly.
 // Another page carries its ticket in a cookie.
@@ -214,56 +189,7 @@ func TestBrowserTicketSurvivesDrain(t *testing.T) {
 				page = pageWith("", "document.cookie = 'sser_token="+ticket+"; path=/; SameSite=Strict';")
 			}
 			b, blog := browserRun(t, bin, c, page)
-			waitFor(t, deadline, "the browser's EventSource to open", func() bool {
-				_, opens, _, _ := blog.kinds()
-				return opens == 1 && b.activeOn(0)+b.activeOn(1) == 1
-			}, func() string { return fmt.Sprintf("reports %+v", blog.ordered()) })
-			drained := 0
-			if b.activeOn(1) == 1 {
-				drained = 1
-			}
-			other := 1 - drained
-			p, q := newPublisher(c, b, "p", other), newPublisher(c, b, "q", drained)
-			publishRounds(t, 10, p, q)
-			waitFor(t, deadline, "the browser to show 20 events", func() bool { msgs, _, _, _ := blog.kinds(); return len(msgs) >= 20 })
-			r := c.rep(drained)
-			if err := r.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			var wg sync.WaitGroup
-			errs := make(chan error, 2)
-			for _, pub := range []*publisher{p, q} {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := pub.run(t.Context(), 20, 10+40, nil); err != nil {
-						errs <- err
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Fatal(err)
-			}
-			total := p.sent() + q.sent()
-			waitFor(t, deadline, fmt.Sprintf("the browser to show all %d events", total), func() bool {
-				msgs, _, _, _ := blog.kinds()
-				return len(msgs) >= total
-			}, func() string {
-				msgs, opens, errs, lost := blog.kinds()
-				return fmt.Sprintf("%d events, %d opens, %d errors, %d lost", len(msgs), opens, errs, lost)
-			})
-			msgs, opens, _, lost := blog.kinds()
-			if tl := check(msgs, p, q); !tl.ok() {
-				t.Errorf("browser: %d received, %d duplicates, %d missing, %d out of order: %q", tl.received, tl.dups, tl.missing, tl.disorder, tl.problems)
-			}
-			if opens < 2 || lost > 0 {
-				t.Errorf("browser: %d opens, %d sser-lost; want a reconnection and no loss", opens, lost)
-			}
-			if n := c.metric(other, "sser_resumes_total", `result="exact"`); n < 1 {
-				t.Errorf("the browser did not resume by id on the other replica")
-			}
+			drainUnderBrowser(t, c, b, blog, 40)
 			for i := range 2 {
 				if strings.Contains(c.rep(i).Logs(), ticket) {
 					t.Errorf("replica %d logged the ticket", i)
