@@ -27,7 +27,7 @@ type engine interface {
 	close(ctx context.Context)
 }
 
-var engineNames = []string{"sser", "r3labs", "gosse"}
+var engineNames = []string{"sser", "r3labs", "gosse", "floor"}
 
 func newEngine(ctx context.Context, name string, sserQueue int) (engine, error) {
 	switch name {
@@ -37,6 +37,8 @@ func newEngine(ctx context.Context, name string, sserQueue int) (engine, error) 
 		return newR3Engine(), nil
 	case "gosse":
 		return newGoSSEEngine()
+	case "floor":
+		return newFloorEngine(), nil
 	}
 	return nil, fmt.Errorf("unknown engine %q (want one of %v)", name, engineNames)
 }

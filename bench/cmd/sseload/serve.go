@@ -42,7 +42,7 @@ type publishResult struct {
 // the --max-life cap passes.
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	engineName := fs.String("engine", "sser", "engine: sser, r3labs or gosse")
+	engineName := fs.String("engine", "sser", "engine: "+strings.Join(engineNames, ", "))
 	sserQueue := fs.Int("sser-queue", 0, "sser SubscriberQueue (0: the library default)")
 	maxLife := fs.Duration("max-life", 10*time.Minute, "exit after this long whatever happens")
 	cpuProfile := fs.String("cpuprofile", "", "write the server's CPU profile to this file")
