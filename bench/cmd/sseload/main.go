@@ -8,8 +8,9 @@
 // TCP to 127.0.0.1, waits until each has received a warm-up event, reads
 // the server's memory (after a GC), then has the server publish --events
 // events at --rate (0: as fast as the engine takes them), each carrying its
-// publish time, and counts what arrives. Everything is bounded by
-// --duration; the tool exits by itself.
+// publish time, and counts what arrives, and the CPU time the server
+// process used meanwhile. Everything is bounded by --duration; the tool
+// exits by itself.
 //
 //	go run ./cmd/sseload --engine sser --subs 1000 --events 5000
 //	go run ./cmd/sseload --engine r3labs --subs 10000 --events 0 --json
@@ -30,9 +31,11 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sser-dev/sser/bench/internal/proc"
+	"github.com/sser-dev/sser/bench/internal/sseclient"
 )
 
 type config struct {
@@ -47,6 +50,9 @@ type config struct {
 	json      bool
 	profile   string
 	label     string
+	// engineLabel names the engine in the result (default the engine):
+	// compare.sh runs sser built against an older revision as "sser-base".
+	engineLabel string
 }
 
 // result is one run's measurements; --json prints it as one line.
@@ -79,6 +85,10 @@ type result struct {
 	Disconnected   int     `json:"disconnected"`
 	OutOfOrder     int64   `json:"outOfOrder"`
 	Complete       bool    `json:"complete"`
+	// CPU time (user + system) of the server process from the first
+	// publish until every event was delivered, and that per delivery.
+	ServerCPUSeconds float64 `json:"serverCPUSeconds"`
+	CPUUsPerDelivery float64 `json:"cpuUsPerDelivery"`
 }
 
 func main() {
@@ -102,6 +112,7 @@ func main() {
 	flag.IntVar(&cfg.sserQueue, "sser-queue", 0, "sser's SubscriberQueue (0: the library default)")
 	flag.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
 	flag.StringVar(&cfg.label, "label", "", "scenario name copied into the result, for bench/compare.sh")
+	flag.StringVar(&cfg.engineLabel, "engine-label", "", "engine name written in the result (default --engine)")
 	flag.StringVar(&cfg.profile, "server-cpuprofile", "", "write the server process's CPU profile (whole run) to this file")
 	flag.Parse()
 	if cfg.subs < 1 || cfg.events < 0 || cfg.payload < 48 || cfg.duration <= 0 || cfg.dialers < 1 {
@@ -132,6 +143,7 @@ func printResult(r *result) {
 	fmt.Printf("  delivered      %d of %d in %.2fs: %.0f deliveries/s, %.0f events/s\n",
 		r.Delivered, r.Expected, r.Seconds, r.DeliveriesPerS, r.EventsPerS)
 	fmt.Printf("  latency        p50 %.2fms, p99 %.2fms, max %.2fms\n", r.P50Ms, r.P99Ms, r.MaxMs)
+	fmt.Printf("  server CPU     %.3fs, %.2fµs per delivery\n", r.ServerCPUSeconds, r.CPUUsPerDelivery)
 	fmt.Printf("  disconnected   %d, out of order %d, complete %v\n", r.Disconnected, r.OutOfOrder, r.Complete)
 }
 
@@ -249,7 +261,11 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		return nil, err
 	}
 	defer srv.stop()
-	res := &result{Label: cfg.label, Engine: cfg.engine, Subs: cfg.subs, Events: cfg.events, Rate: cfg.rate, Payload: cfg.payload}
+	name := cfg.engine
+	if cfg.engineLabel != "" {
+		name = cfg.engineLabel
+	}
+	res := &result{Label: cfg.label, Engine: name, Subs: cfg.subs, Events: cfg.events, Rate: cfg.rate, Payload: cfg.payload}
 
 	base, err := srv.stats(ctx)
 	if err != nil {
@@ -258,32 +274,33 @@ func run(ctx context.Context, cfg config) (*result, error) {
 
 	// Open the subscribers.
 	var wg sync.WaitGroup
-	clients := make([]*client, cfg.subs)
+	clients := make([]*sseclient.Client, cfg.subs)
 	defer func() {
 		for _, c := range clients {
 			if c != nil {
-				c.close()
+				c.Close()
 			}
 		}
 		wg.Wait()
 	}()
 	connStart := time.Now()
-	if err := dialAll(ctx, srv.sseURL, clients, cfg.dialers, &wg); err != nil {
+	targets := []*url.URL{srv.sseURL}
+	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{}); err != nil {
 		return nil, err
 	}
 	// Every subscriber counts as connected once it has received an event:
 	// some engines send nothing, not even headers, before the first event.
-	for !allReady(clients) {
+	for !sseclient.AllReady(clients) {
 		if _, err := srv.publish(ctx, 1, 0, 0, time.Second); err != nil {
 			return nil, fmt.Errorf("warm-up publish: %w", err)
 		}
-		if err := pollUntil(ctx, 250*time.Millisecond, func() bool { return allReady(clients) }); err != nil {
+		if err := sseclient.PollUntil(ctx, 250*time.Millisecond, func() bool { return sseclient.AllReady(clients) }); err != nil {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%d of %d subscribers connected before the time cap", countReady(clients), len(clients))
+				return nil, fmt.Errorf("%d of %d subscribers connected before the time cap", sseclient.CountReady(clients), len(clients))
 			}
 		}
-		if dead := countDone(clients); dead > 0 {
-			return nil, fmt.Errorf("%d subscribers were closed while connecting: %v", dead, firstErr(clients))
+		if dead := sseclient.CountDone(clients); dead > 0 {
+			return nil, fmt.Errorf("%d subscribers were closed while connecting: %v", dead, sseclient.FirstErr(clients))
 		}
 	}
 	res.ConnectSeconds = time.Since(connStart).Seconds()
@@ -307,26 +324,31 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	// Close the connections and let the readers finish before reading their histograms.
 	for _, c := range clients {
-		c.close()
+		c.Close()
 	}
 	wg.Wait()
-	var h histogram
+	var h sseclient.Histogram
 	for _, c := range clients {
-		h.merge(&c.hist)
-		res.OutOfOrder += c.outOfOrder
+		h.Merge(&c.Hist)
+		res.OutOfOrder += c.OutOfOrder
 	}
-	res.P50Ms = h.quantile(0.50)
-	res.P99Ms = h.quantile(0.99)
-	res.MaxMs = float64(h.max) / float64(time.Millisecond)
+	res.P50Ms = h.Quantile(0.50)
+	res.P99Ms = h.Quantile(0.99)
+	res.MaxMs = h.MaxMs()
 	return res, nil
 }
 
-func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*client, res *result) error {
+func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sseclient.Client, res *result) error {
 	res.Expected = int64(cfg.events) * int64(len(clients))
 	deadline, _ := ctx.Deadline()
 	limit := time.Until(deadline) - time.Second
 	if limit <= 0 {
 		return errors.New("no time left to publish")
+	}
+	pid := srv.cmd.Process.Pid
+	cpu0, err := proc.CPUTime(pid)
+	if err != nil {
+		return fmt.Errorf("server CPU time: %w", err)
 	}
 	start := time.Now()
 	type pubAnswer struct {
@@ -341,24 +363,34 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*cli
 	want := int64(cfg.events)
 	complete := func() bool {
 		for _, c := range clients {
-			if c.got.Load() < want && !c.done.Load() {
+			if c.Got.Load() < want && !c.Done.Load() {
 				return false
 			}
 		}
 		return true
 	}
-	_ = pollUntil(ctx, time.Until(deadline), complete)
+	_ = sseclient.PollUntil(ctx, time.Until(deadline), complete)
+	// The publish phase ends when every event was delivered (or the time
+	// cap passed); an engine that queues keeps writing after Publish returns.
+	cpu1, err := proc.CPUTime(pid)
+	if err != nil {
+		return fmt.Errorf("server CPU time: %w", err)
+	}
+	res.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
 	var last int64
 	for _, c := range clients {
-		res.Delivered += c.got.Load()
-		last = max(last, c.lastRecv.Load())
-		if c.done.Load() {
+		res.Delivered += c.Got.Load()
+		last = max(last, c.LastRecv.Load())
+		if c.Done.Load() {
 			res.Disconnected++
 		}
 	}
 	res.Complete = res.Delivered == res.Expected
 	if last > 0 {
 		res.Seconds = time.Unix(0, last).Sub(start).Seconds()
+	}
+	if res.Delivered > 0 {
+		res.CPUUsPerDelivery = res.ServerCPUSeconds * 1e6 / float64(res.Delivered)
 	}
 	if res.Seconds > 0 {
 		res.DeliveriesPerS = float64(res.Delivered) / res.Seconds
@@ -372,86 +404,6 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*cli
 		}
 	case <-ctx.Done():
 		return fmt.Errorf("publish did not finish within the time cap (%d of %d deliveries)", res.Delivered, res.Expected)
-	}
-	return nil
-}
-
-// dialAll opens len(clients) subscriptions, dialers at a time.
-func dialAll(ctx context.Context, target *url.URL, clients []*client, dialers int, wg *sync.WaitGroup) error {
-	var (
-		next    atomic.Int64
-		dwg     sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	for range min(dialers, len(clients)) {
-		dwg.Add(1)
-		go func() {
-			defer dwg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(clients) || ctx.Err() != nil {
-					return
-				}
-				c, err := dial(ctx, target, wg)
-				if err != nil {
-					errOnce.Do(func() { first = fmt.Errorf("subscriber %d: %w", i, err) })
-					return
-				}
-				clients[i] = c
-			}
-		}()
-	}
-	dwg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	return first
-}
-
-// pollUntil checks cond every few milliseconds until it holds, for at most d.
-func pollUntil(ctx context.Context, d time.Duration, cond func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	t := time.NewTicker(2 * time.Millisecond)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
-}
-
-func allReady(clients []*client) bool { return countReady(clients) == len(clients) }
-
-func countReady(clients []*client) int {
-	n := 0
-	for _, c := range clients {
-		if c.ready.Load() {
-			n++
-		}
-	}
-	return n
-}
-
-func countDone(clients []*client) int {
-	n := 0
-	for _, c := range clients {
-		if c.done.Load() {
-			n++
-		}
-	}
-	return n
-}
-
-func firstErr(clients []*client) error {
-	for _, c := range clients {
-		if c.done.Load() && c.err != nil {
-			return c.err
-		}
 	}
 	return nil
 }

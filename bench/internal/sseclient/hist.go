@@ -1,14 +1,17 @@
-package main
+// Package sseclient is the subscriber side shared by the bench tools: a raw
+// TCP SSE client that timestamps every event it reads, and a latency
+// histogram.
+package sseclient
 
 import (
 	"math/bits"
 	"time"
 )
 
-// histogram is a log-linear latency histogram in microseconds: exact below
+// Histogram is a log-linear latency histogram in microseconds: exact below
 // 64µs, then 32 buckets per power of two (about 3% resolution). Each client
 // owns one, so recording needs no lock; they are merged at the end.
-type histogram struct {
+type Histogram struct {
 	counts []uint64
 	n      uint64
 	max    time.Duration
@@ -20,7 +23,8 @@ const (
 	histSize   = histLinear + 40*histSub
 )
 
-func (h *histogram) record(d time.Duration) {
+// Record adds one sample.
+func (h *Histogram) Record(d time.Duration) {
 	if h.counts == nil {
 		h.counts = make([]uint64, histSize)
 	}
@@ -54,7 +58,8 @@ func histValue(i int) float64 {
 	return float64(low) + float64(uint64(1)<<shift)/2
 }
 
-func (h *histogram) merge(o *histogram) {
+// Merge adds o's samples to h.
+func (h *Histogram) Merge(o *Histogram) {
 	if o.counts == nil {
 		return
 	}
@@ -68,8 +73,8 @@ func (h *histogram) merge(o *histogram) {
 	h.max = max(h.max, o.max)
 }
 
-// quantile is the q-th quantile (0..1) in milliseconds, 0 when empty.
-func (h *histogram) quantile(q float64) float64 {
+// Quantile is the q-th quantile (0..1) in milliseconds, 0 when empty.
+func (h *Histogram) Quantile(q float64) float64 {
 	if h.n == 0 {
 		return 0
 	}
@@ -86,3 +91,9 @@ func (h *histogram) quantile(q float64) float64 {
 	}
 	return float64(h.max) / float64(time.Millisecond)
 }
+
+// N is the number of samples.
+func (h *Histogram) N() uint64 { return h.n }
+
+// MaxMs is the largest sample in milliseconds.
+func (h *Histogram) MaxMs() float64 { return float64(h.max) / float64(time.Millisecond) }
