@@ -1,15 +1,23 @@
-// Command benchtable reads the JSON lines that sseload --json prints (one
-// per run, several rounds per scenario and engine) and prints a Markdown
-// table of medians, with the range over rounds and each engine's ratio to
-// sser.
+// Command benchtable reads the JSON lines that sseload --json and ssemesh
+// --json print (one per run, several rounds per scenario and engine) and
+// prints a Markdown table of medians, with the range over rounds and each
+// engine's ratio to sser (other ÷ sser).
 //
 //	benchtable < runs.jsonl
+//	benchtable -diff 'cross 3 replicas;cross 1 replica' < runs.jsonl
+//
+// Each -diff "A;B" adds rows with the latency of scenario A minus that of
+// scenario B, taken round by round (runs with the same round number, or
+// else the n-th run of each), then the median and range of those.
 package main
 
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"slices"
@@ -33,6 +41,13 @@ type run struct {
 	P99Ms             float64 `json:"p99Ms"`
 	Complete          bool    `json:"complete"`
 	Disconnected      int     `json:"disconnected"`
+	CPUUsPerDelivery  float64 `json:"cpuUsPerDelivery"`
+
+	// ssemesh runs (Replicas > 0).
+	Replicas               int     `json:"replicas"`
+	Round                  int     `json:"round"`
+	CPUMsPerEvent          float64 `json:"cpuMsPerEvent"`
+	PeerReqPerEventPerPeer float64 `json:"peerReqPerEventPerPeer"`
 }
 
 // metric is one row of the table.
@@ -42,12 +57,39 @@ type metric struct {
 	unit func(float64) string
 }
 
-var engines = []string{"sser", "r3labs", "gosse"}
+// engineOrder is the column order of the engines it knows; others follow
+// in the order they first appear.
+var engineOrder = []string{"sser", "sser-base", "floor", "r3labs", "gosse"}
+
+// diffs is the -diff flag: pairs of scenario labels.
+type diffs [][2]string
+
+func (d *diffs) String() string { return fmt.Sprint(*d) }
+
+func (d *diffs) Set(v string) error {
+	a, b, ok := strings.Cut(v, ";")
+	if !ok || a == "" || b == "" {
+		return fmt.Errorf("want \"LABEL A;LABEL B\", got %q", v)
+	}
+	*d = append(*d, [2]string{a, b})
+	return nil
+}
 
 func main() {
+	var ds diffs
+	flag.Var(&ds, "diff", `"LABEL A;LABEL B": add rows of A's latency minus B's, round by round (repeatable)`)
+	flag.Parse()
+	if err := table(os.Stdout, os.Stdin, ds); err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		os.Exit(1)
+	}
+}
+
+// table reads runs from in and writes the table to w.
+func table(w io.Writer, in io.Reader, ds diffs) error {
 	var runs []run
 	var labels []string
-	sc := bufio.NewScanner(os.Stdin)
+	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -64,12 +106,27 @@ func main() {
 			labels = append(labels, r.Label)
 		}
 	}
-	if len(runs) == 0 {
-		fmt.Fprintln(os.Stderr, "benchtable: no runs on stdin")
-		os.Exit(1)
+	if err := sc.Err(); err != nil {
+		return err
 	}
-	fmt.Println("| scenario | metric | sser | r3labs | gosse | r3labs ÷ sser | gosse ÷ sser |")
-	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	if len(runs) == 0 {
+		return errors.New("no runs on stdin")
+	}
+	engines := enginesOf(runs)
+	head := []string{"scenario", "metric"}
+	align := []string{"---", "---"}
+	for _, e := range engines {
+		head = append(head, e)
+		align = append(align, "---:")
+	}
+	for _, e := range engines {
+		if e != "sser" {
+			head = append(head, e+" ÷ sser")
+			align = append(align, "---:")
+		}
+	}
+	fmt.Fprintln(w, "| "+strings.Join(head, " | ")+" |")
+	fmt.Fprintln(w, "| "+strings.Join(align, " | ")+" |")
 	for _, label := range labels {
 		byEngine := map[string][]run{}
 		var sample run
@@ -80,38 +137,112 @@ func main() {
 			}
 		}
 		for _, m := range metricsFor(sample) {
-			cells := []string{label, m.name}
-			med := map[string]float64{}
-			for _, e := range engines {
-				rs := byEngine[e]
-				if len(rs) == 0 {
-					cells = append(cells, "–")
-					continue
+			vals := map[string][]float64{}
+			bad := map[string]int{}
+			for e, rs := range byEngine {
+				for _, r := range rs {
+					vals[e] = append(vals[e], m.get(r))
 				}
-				vals := make([]float64, len(rs))
-				for i, r := range rs {
-					vals[i] = m.get(r)
-				}
-				slices.Sort(vals)
-				med[e] = median(vals)
-				cell := fmt.Sprintf("%s (%s–%s, n=%d)", m.unit(med[e]), m.unit(vals[0]), m.unit(vals[len(vals)-1]), len(vals))
-				if bad := incomplete(rs); bad > 0 {
-					cell += fmt.Sprintf(" ⚠%d incomplete", bad)
-				}
-				cells = append(cells, cell)
+				bad[e] = incomplete(rs)
 			}
-			for _, e := range engines[1:] {
-				base, okB := med["sser"]
-				v, okV := med[e]
-				if !okB || !okV || base == 0 {
-					cells = append(cells, "–")
-					continue
-				}
-				cells = append(cells, fmt.Sprintf("%.2f×", v/base))
-			}
-			fmt.Println("| " + strings.Join(cells, " | ") + " |")
+			printRow(w, label, m.name, m.unit, engines, vals, bad)
 		}
 	}
+	for _, d := range ds {
+		for _, m := range []metric{
+			{"latency p50 difference", func(r run) float64 { return r.P50Ms }, ms},
+			{"latency p99 difference", func(r run) float64 { return r.P99Ms }, ms},
+		} {
+			vals := map[string][]float64{}
+			for _, e := range engines {
+				vals[e] = pairDiffs(runs, e, d[0], d[1], m.get)
+			}
+			printRow(w, d[0]+" − "+d[1], m.name, m.unit, engines, vals, nil)
+		}
+	}
+	return nil
+}
+
+// enginesOf lists the engines in runs: the known ones in engineOrder, then
+// the others as they first appear.
+func enginesOf(runs []run) []string {
+	var out []string
+	for _, e := range engineOrder {
+		if slices.ContainsFunc(runs, func(r run) bool { return r.Engine == e }) {
+			out = append(out, e)
+		}
+	}
+	for _, r := range runs {
+		if !slices.Contains(out, r.Engine) {
+			out = append(out, r.Engine)
+		}
+	}
+	return out
+}
+
+// printRow prints one table row: per engine the median of its values with
+// their range and count (and how many of its runs were incomplete), then
+// each engine's median divided by sser's.
+func printRow(w io.Writer, label, name string, unit func(float64) string, engines []string, vals map[string][]float64, bad map[string]int) {
+	cells := []string{label, name}
+	med := map[string]float64{}
+	for _, e := range engines {
+		vs := slices.Clone(vals[e])
+		if len(vs) == 0 {
+			cells = append(cells, "–")
+			continue
+		}
+		slices.Sort(vs)
+		med[e] = median(vs)
+		cell := fmt.Sprintf("%s (%s–%s, n=%d)", unit(med[e]), unit(vs[0]), unit(vs[len(vs)-1]), len(vs))
+		if bad[e] > 0 {
+			cell += fmt.Sprintf(" ⚠%d incomplete", bad[e])
+		}
+		cells = append(cells, cell)
+	}
+	for _, e := range engines {
+		if e == "sser" {
+			continue
+		}
+		base, okB := med["sser"]
+		v, okV := med[e]
+		if !okB || !okV || base <= 0 || v < 0 {
+			cells = append(cells, "–")
+			continue
+		}
+		cells = append(cells, fmt.Sprintf("%.2f×", v/base))
+	}
+	fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+}
+
+// pairDiffs is get(A) − get(B) for each round in which engine has a run of
+// both scenarios: runs are paired by their round number when both have one,
+// else by their order.
+func pairDiffs(runs []run, engine, a, b string, get func(run) float64) []float64 {
+	var as, bs []run
+	for _, r := range runs {
+		switch {
+		case r.Engine != engine:
+		case r.Label == a:
+			as = append(as, r)
+		case r.Label == b:
+			bs = append(bs, r)
+		}
+	}
+	var out []float64
+	for i, ra := range as {
+		if ra.Round > 0 {
+			j := slices.IndexFunc(bs, func(rb run) bool { return rb.Round == ra.Round })
+			if j >= 0 {
+				out = append(out, get(ra)-get(bs[j]))
+			}
+			continue
+		}
+		if i < len(bs) {
+			out = append(out, get(ra)-get(bs[i]))
+		}
+	}
+	return out
 }
 
 func metricsFor(r run) []metric {
@@ -121,18 +252,31 @@ func metricsFor(r run) []metric {
 		{fmt.Sprintf("memory for %d idle conns", r.Subs), func(r run) float64 { return r.MemPerConn * float64(r.Subs) }, bytes},
 		{"goroutines per conn", func(r run) float64 { return r.GoroutinesPerConn }, plain},
 	}
+	cpu := metric{"server CPU per delivery", func(r run) float64 { return r.CPUUsPerDelivery }, us}
 	switch {
+	case r.Replicas > 0:
+		m := []metric{
+			{"latency p50", func(r run) float64 { return r.P50Ms }, ms},
+			{"latency p99", func(r run) float64 { return r.P99Ms }, ms},
+			{"CPU per published event (all replicas)", func(r run) float64 { return r.CPUMsPerEvent }, ms},
+		}
+		if r.Replicas > 1 {
+			m = append(m, metric{"peer requests per event per peer", func(r run) float64 { return r.PeerReqPerEventPerPeer }, plain3})
+		}
+		return m
 	case r.Events == 0:
 		return idle
 	case r.Rate == 0:
 		return []metric{
 			{"deliveries/s", func(r run) float64 { return r.DeliveriesPerS }, si},
 			{"events/s (each to every subscriber)", func(r run) float64 { return r.EventsPerS }, si},
+			cpu,
 		}
 	default:
 		return []metric{
 			{"latency p50", func(r run) float64 { return r.P50Ms }, ms},
 			{"latency p99", func(r run) float64 { return r.P99Ms }, ms},
+			cpu,
 		}
 	}
 }
@@ -140,7 +284,7 @@ func metricsFor(r run) []metric {
 func incomplete(rs []run) int {
 	n := 0
 	for _, r := range rs {
-		if r.Events > 0 && (!r.Complete || r.Disconnected > 0) {
+		if (r.Events > 0 || r.Replicas > 0) && (!r.Complete || r.Disconnected > 0) {
 			n++
 		}
 	}
@@ -179,4 +323,8 @@ func si(v float64) string {
 
 func ms(v float64) string { return fmt.Sprintf("%.2f ms", v) }
 
+func us(v float64) string { return fmt.Sprintf("%.2f µs", v) }
+
 func plain(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+func plain3(v float64) string { return fmt.Sprintf("%.3f", v) }
