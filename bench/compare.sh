@@ -1,43 +1,80 @@
 #!/usr/bin/env bash
-# Runs sser, r3labs/sse and tmaxmax/go-sse side by side on loopback with
-# bench/cmd/sseload, interleaved round by round (the machine is shared and
-# noisy), and prints a Markdown table of medians with ratios to sser.
+# Runs sser, a floor (a minimal net/http SSE writer), r3labs/sse and
+# tmaxmax/go-sse side by side on loopback with bench/cmd/sseload, interleaved
+# round by round (the machine is shared and noisy), and prints a Markdown
+# table of medians with ratios to sser. With BASE=<git rev> the sser library
+# as it was at that revision runs too, as the engine "sser-base".
+#
+# Scenarios: fan-out at max rate; latency at LAT_RATE (4 s of events) and at
+# LAT2_RATE (5 s of events, 100-byte payload), each with the server's CPU
+# time per delivery; idle connections.
 #
 # Environment:
-#   ROUNDS    rounds per scenario (default 3)
-#   EVENTS    events in the max-rate fan-out scenario (default 1000)
-#   SUBS      subscribers in the fan-out and latency scenarios (default 1000)
-#   LAT_RATE  events/s in the latency scenario (default 25; go-sse's ceiling
-#             with 1000 subscribers here is 60-90)
-#   IDLE      idle connection counts to measure (default "100 1000 10000")
-#   OUT       directory for runs.jsonl and table.md (default a new temp dir)
+#   ROUNDS     rounds per scenario (default 3)
+#   EVENTS     events in the max-rate fan-out scenario (default 1000)
+#   SUBS       subscribers in the fan-out and latency scenarios (default 1000)
+#   LAT_RATE   events/s in the first latency scenario (default 25; go-sse's
+#              ceiling with 1000 subscribers here is 60-90)
+#   LAT2_RATE  events/s in the second latency scenario (default 200)
+#   IDLE       idle connection counts to measure (default "100 1000 10000")
+#   ENGINES    engines to run (default "sser floor r3labs gosse")
+#   BASE       a git revision: also measure the sser library as it was there
+#   OUT        directory for runs.jsonl and table.md (default a new temp dir)
 set -o errexit -o nounset -o pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+source "${here}/lib.sh"
 rounds="${ROUNDS:-3}"
 events="${EVENTS:-1000}"
 subs="${SUBS:-1000}"
 lat_rate="${LAT_RATE:-25}"
 lat_events=$(( lat_rate * 4 ))
+lat2_rate="${LAT2_RATE:-200}"
+lat2_events=$(( lat2_rate * 5 ))
+lat2_payload=100
 idle_counts="${IDLE:-100 1000 10000}"
+read -r -a engines <<< "${ENGINES:-sser floor r3labs gosse}"
+base="${BASE:-}"
 out="${OUT:-$(mktemp -d -t sser-bench.XXXXXX)}"
 mkdir -p "${out}"
 runs="${out}/runs.jsonl"
 : > "${runs}"
+
+tmp="$(mktemp -d -t sser-bench-tmp.XXXXXX)"
+cleanup() {
+  base_cleanup
+  rm -rf "${tmp}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 bin="${out}/bin"
 mkdir -p "${bin}"
 echo "building sseload and benchtable into ${bin}" >&2
 (cd "${here}" && go build -o "${bin}/sseload" ./cmd/sseload && go build -o "${bin}/benchtable" ./cmd/benchtable)
 
-engines=(sser r3labs gosse)
+if [[ -n "${base}" ]]; then
+  # This bench module, built against the library at BASE: a copy of bench/
+  # whose go.mod points at a worktree of that revision.
+  base_worktree "${base}" "${tmp}/sser-base"
+  cp -r "${here}/." "${tmp}/bench-base"
+  echo "building sseload against ${base} into ${bin}/sseload-base" >&2
+  (cd "${tmp}/bench-base" &&
+    go mod edit -replace "github.com/sser-dev/sser=${tmp}/sser-base" &&
+    go build -mod=mod -o "${bin}/sseload-base" ./cmd/sseload)
+  engines+=(sser-base)
+fi
 
 # one LABEL ENGINE ARGS... runs one measurement and appends its JSON line.
 one() {
   local label="$1" engine="$2"
   shift 2
-  local line
-  if line="$("${bin}/sseload" --json --label "${label}" --engine "${engine}" "$@")"; then
+  local line cmd=("${bin}/sseload" --engine "${engine}")
+  if [[ "${engine}" == sser-base ]]; then
+    cmd=("${bin}/sseload-base" --engine sser --engine-label sser-base)
+  fi
+  if line="$("${cmd[@]}" --json --label "${label}" "$@")"; then
     echo "${line}" >> "${runs}"
     echo "  ${label} ${engine}: ok" >&2
   else
@@ -64,6 +101,10 @@ for (( r = 0; r < rounds; r++ )); do
     one "latency ${subs} subs @ ${lat_rate} ev/s" "${e}" --subs "${subs}" --events "${lat_events}" \
       --rate "${lat_rate}" --duration 60s
   done
+  for e in "${order[@]}"; do
+    one "latency ${subs} subs @ ${lat2_rate} ev/s, ${lat2_payload} B" "${e}" --subs "${subs}" --events "${lat2_events}" \
+      --rate "${lat2_rate}" --payload "${lat2_payload}" --duration 90s
+  done
   for n in ${idle_counts}; do
     for e in "${order[@]}"; do
       one "idle ${n} conns" "${e}" --subs "${n}" --events 0 --duration 60s
@@ -73,6 +114,9 @@ done
 elapsed=$(( $(date +%s) - start ))
 
 {
+  if [[ -n "${base}" ]]; then
+    echo "sser = $(git -C "${bench_root}" rev-parse --short HEAD)$(git -C "${bench_root}" diff --quiet HEAD -- . ':!bench' || echo ' plus uncommitted changes'), sser-base = ${base}"
+  fi
   echo "${rounds} rounds, $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(go version | cut -d' ' -f3), ${elapsed}s"
   echo
   "${bin}/benchtable" < "${runs}"

@@ -34,7 +34,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sser-dev/sser/bench/internal/proc"
 	"github.com/sser-dev/sser/bench/internal/sseclient"
 )
 
@@ -230,6 +229,20 @@ func (c *child) stats(ctx context.Context) (serverStats, error) {
 	return s, err
 }
 
+// cpu is the CPU time the server process has used so far. It asks the
+// process (getrusage: microseconds) rather than reading /proc/<pid>/stat
+// (10 ms ticks), which is too coarse for short runs.
+func (c *child) cpu(ctx context.Context) (time.Duration, error) {
+	var s serverStats
+	if err := c.call(ctx, http.MethodGet, "/stats", &s); err != nil {
+		return 0, err
+	}
+	if s.CPUNanos <= 0 {
+		return 0, errors.New("the server process reported no CPU time")
+	}
+	return time.Duration(s.CPUNanos), nil
+}
+
 func (c *child) publish(ctx context.Context, n, first int, rate float64, limit time.Duration) (publishResult, error) {
 	var p publishResult
 	path := fmt.Sprintf("/publish?n=%d&first=%d&rate=%g&size=%d&limit=%s", n, first, rate, c.payload, limit)
@@ -345,8 +358,7 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 	if limit <= 0 {
 		return errors.New("no time left to publish")
 	}
-	pid := srv.cmd.Process.Pid
-	cpu0, err := proc.CPUTime(pid)
+	before, err := srv.cpu(ctx)
 	if err != nil {
 		return fmt.Errorf("server CPU time: %w", err)
 	}
@@ -372,11 +384,11 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 	_ = sseclient.PollUntil(ctx, time.Until(deadline), complete)
 	// The publish phase ends when every event was delivered (or the time
 	// cap passed); an engine that queues keeps writing after Publish returns.
-	cpu1, err := proc.CPUTime(pid)
+	after, err := srv.cpu(ctx)
 	if err != nil {
 		return fmt.Errorf("server CPU time: %w", err)
 	}
-	res.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
+	res.ServerCPUSeconds = (after - before).Seconds()
 	var last int64
 	for _, c := range clients {
 		res.Delivered += c.Got.Load()

@@ -34,7 +34,7 @@ func TestRunEveryEngine(t *testing.T) {
 			if !res.Complete || res.Delivered != 20*50 || res.Disconnected != 0 || res.OutOfOrder != 0 {
 				t.Fatalf("delivered %d of %d, %d disconnected, %d out of order", res.Delivered, res.Expected, res.Disconnected, res.OutOfOrder)
 			}
-			if res.Published != 50 || res.DeliveriesPerS <= 0 || res.P50Ms <= 0 || res.P99Ms < res.P50Ms {
+			if res.Published != 50 || res.DeliveriesPerS <= 0 || res.P50Ms <= 0 || res.P99Ms < res.P50Ms || res.CPUUsPerDelivery <= 0 {
 				t.Fatalf("implausible result: %+v", res)
 			}
 			if res.GoroutinesPerConn < 0.9 || res.GoroutinesPerConn > 5 {

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -27,6 +28,9 @@ type serverStats struct {
 	StackInuse uint64 `json:"stackInuse"`
 	RSS        uint64 `json:"rss"`
 	Goroutines int    `json:"goroutines"`
+	// CPUNanos is the user plus system CPU time the process has used
+	// (getrusage), with microsecond resolution.
+	CPUNanos int64 `json:"cpuNanos"`
 }
 
 // publishResult is the answer to a publish request.
@@ -181,7 +185,16 @@ func readStats(gc bool) serverStats {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return serverStats{HeapAlloc: ms.HeapAlloc, StackInuse: ms.StackInuse, RSS: readRSS(), Goroutines: runtime.NumGoroutine()}
+	return serverStats{HeapAlloc: ms.HeapAlloc, StackInuse: ms.StackInuse, RSS: readRSS(), Goroutines: runtime.NumGoroutine(), CPUNanos: cpuNanos()}
+}
+
+// cpuNanos is this process's user plus system CPU time so far.
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // readRSS is this process's resident set size in bytes, from /proc.
