@@ -99,7 +99,14 @@ func (o *outbox) makeRoomLocked(n int, nb int64) ([]cutoffNote, error) {
 		var blocker string
 		var blocking *cursor
 		for peer, c := range o.cursors {
-			if !c.cut && c.acked < oldest && (blocking == nil || c.acked < blocking.acked) {
+			if c.cut || c.acked >= oldest {
+				continue
+			}
+			// The furthest behind holds publishers back; among peers
+			// equally behind, the one already doing so, so its time
+			// runs on instead of starting again with another.
+			if blocking == nil || c.acked < blocking.acked ||
+				(c.acked == blocking.acked && !c.pressureSince.IsZero() && (blocking.pressureSince.IsZero() || c.pressureSince.Before(blocking.pressureSince))) {
 				blocker, blocking = peer, c
 			}
 		}
