@@ -277,6 +277,13 @@ type streamState struct {
 	// evicted is, per origin, the highest seq that left this stream's history.
 	// A client resuming from below it has lost events, and is told so.
 	evicted map[string]uint64
+	// pos is the stream's position: the replica's entries for the origins
+	// that published to it within the history age, each as it was at that
+	// origin's last event here. Its ids carry nothing else: an origin absent
+	// from them published nothing to the stream.
+	pos position
+	// seen is when each origin of pos last published to the stream.
+	seen map[string]time.Time
 }
 
 func newStreamState(name string) *streamState {

@@ -15,8 +15,13 @@ import (
 // per-origin order. It is a composition under one lock (mu): the sequencer
 // (per-origin order, gaps, duplicates), the history (rings and their
 // indexes) and the fan-out (per-stream registries). Sequencing is serialized:
-// the position vector after each event is then well defined and identical
-// for all subscribers, so each frame is encoded once.
+// the position vector after each event is then well defined.
+//
+// An event's id is its stream's position, not the replica's: the replica's
+// position restricted to the origins that published to that stream within
+// the history age. A subscriber's id then grows with the publishers of what
+// it reads, not with every publisher of the deployment, and each frame is
+// still encoded once for all the stream's subscribers.
 //
 // Lock order: hub.mu, then a stream's fanMu (several in one unlockAndFanOut,
 // always taken while hub.mu is held, so two appliers cannot take them in
@@ -26,8 +31,10 @@ import (
 // their frames must follow one apply order across streams. Writing to
 // sockets happens in each subscriber's own writer, outside all of them.
 type hub struct {
-	log  logr.Logger
-	m    *metrics
+	log logr.Logger
+	m   *metrics
+	// self is this replica's origin, named in the id that claims nothing.
+	self string
 	now  func() time.Time
 	opts hubOptions
 	// repair, when set, is told (outside the lock) which origins have gaps;
@@ -35,12 +42,12 @@ type hub struct {
 	// are given up at once.
 	repair func(origin string)
 
-	mu       sync.Mutex
-	seq      *sequencer
-	hist     *history
-	streams  map[string]*streamState
+	mu      sync.Mutex
+	seq     *sequencer
+	hist    *history
+	streams map[string]*streamState
+	// pos is everything this replica has applied, all streams together.
 	pos      position
-	posID    string
 	idx      uint64
 	subs     map[*subscriber]struct{}
 	draining bool
@@ -87,6 +94,7 @@ func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Durati
 		seq:     newSequencer(),
 		streams: make(map[string]*streamState),
 		subs:    make(map[*subscriber]struct{}),
+		self:    "none",
 	}
 	h.hist = newHistory(historySize, historyAge, func(n int) { m.historyEvicted.Add(float64(n)) })
 	h.hist.emptied = func(ss *streamState) {
@@ -130,6 +138,38 @@ func (h *hub) applyFrom(events []Event, source string, heldFrom uint64) error {
 		return nil
 	}
 	gaps := h.applyLocked(events, source, heldFrom)
+	h.unlockAndFanOut()
+	h.requestRepairs(gaps)
+	return nil
+}
+
+// applyOwn stamps this replica's own events (stamp gives them their seqs)
+// and applies them, as one step under the hub's lock: seqs are then taken
+// in the order events are applied, so an own event never waits behind
+// another one still being stamped. The fan-out runs after the lock is
+// released, so publishers to other streams do not wait for it. ctxErr is
+// checked once the lock is had: a caller that gave up while waiting
+// publishes nothing, or its retry would publish twice.
+func (h *hub) applyOwn(events []Event, ctxErr func() error, stamp func() error) error {
+	h.mu.Lock()
+	if err := ctxErr(); err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	if err := stamp(); err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	if h.warming {
+		h.held = append(h.held, heldBatch{events: events, source: "local"})
+		h.mu.Unlock()
+		return nil
+	}
+	gaps := h.applyLocked(events, "local", 0)
 	h.unlockAndFanOut()
 	h.requestRepairs(gaps)
 	return nil
@@ -187,10 +227,25 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 		st.inPosition = true
 	}
 	h.pos = h.pos.with(ev.Origin, ev.Seq)
-	h.posID = h.pos.String()
 	h.idx++
-	e := &histEntry{idx: h.idx, ev: ev, pos: h.pos, frame: encodeFrame(h.posID, &ev), at: now}
-	h.deliverLocked(e, h.opts.historySize > 0)
+	keep := h.opts.historySize > 0
+	ss := h.streams[ev.Stream]
+	if ss == nil {
+		if !keep {
+			return // no history and no subscriber: nobody to tell
+		}
+		ss = newStreamState(ev.Stream)
+		h.streams[ev.Stream] = ss
+	}
+	// The stream's entry for the origin is the replica's, hole included:
+	// the events it lacks may have been on this stream.
+	ss.pos = ss.pos.set(h.pos.entry(ev.Origin))
+	if ss.seen == nil {
+		ss.seen = make(map[string]time.Time)
+	}
+	ss.seen[ev.Origin] = now
+	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, frame: encodeFrame(ss.pos.String(), &ev), at: now}
+	h.deliverLocked(e, keep)
 }
 
 // unlockAndFanOut releases the hub's lock and delivers what the locked
@@ -295,8 +350,22 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 		h.fanout = append(h.fanout, fanItem{ss, e})
 	}
 	queued := 0
+	var byKey map[string]*histEntry
 	for sub := range ss.multi {
-		q, ok := h.pushTo(sub, e)
+		me := e
+		if e.pos != nil {
+			// A subscriber of several streams gets the merge of their
+			// positions, encoded once per set of streams.
+			if me = byKey[sub.key]; me == nil {
+				pos := h.streamsPosLocked(sub.streams)
+				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, frame: appendFrame(nil, pos.String(), &e.ev), at: e.at}
+				if byKey == nil {
+					byKey = make(map[string]*histEntry)
+				}
+				byKey[sub.key] = me
+			}
+		}
+		q, ok := h.pushTo(sub, me)
 		if !ok {
 			h.overflowLocked(sub)
 			continue
@@ -306,12 +375,28 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	h.m.framesQueued.Add(float64(queued))
 }
 
+// streamsPosLocked is the position of a subscriber of streams: the merge of
+// their positions.
+func (h *hub) streamsPosLocked(streams []string) position {
+	var pos position
+	for _, name := range streams {
+		if ss := h.streams[name]; ss != nil && len(ss.pos) > 0 {
+			if pos == nil {
+				pos = ss.pos
+			} else {
+				pos = pos.merge(ss.pos)
+			}
+		}
+	}
+	return pos
+}
+
 // aheadFrame gives the frame for a subscriber whose resume point holds
-// events this replica's position does not, or false when the client
-// already has e. The id then merges both, so it never moves backwards; the
-// resume point was cut to the origins this replica knows and a few it does
-// not (see knownPartLocked), so the id stays about as long as this
-// replica's own.
+// events this replica has not applied (yet), or that lacks events this
+// replica could not replay, or false when the client already has e. The id
+// then merges both, so it never moves backwards and never claims what the
+// client lacks; once the stream's position covers the resume point, the
+// shared frame is used again.
 func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 	if e.ev.Origin != "" && sub.ahead.has(e.ev.Origin, e.ev.Seq) {
 		return nil, false
@@ -324,15 +409,11 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 		// id it gets says so.
 		return appendFrame(nil, e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev), true
 	}
-	if e.pos.covers(sub.ahead) {
-		sub.ahead = nil
+	if sub.ahead == nil {
 		return e.frame, true
 	}
-	if e.pos.coversOwn(sub.ahead) {
-		// What is left are origins this replica has not heard of: their
-		// events are skipped if they come, but ids are this replica's (they
-		// claim less than the client has, never more), so a forged resume
-		// point costs no encoding per frame.
+	if e.pos.covers(sub.ahead) {
+		sub.ahead = nil
 		return e.frame, true
 	}
 	return appendFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev), true
@@ -381,7 +462,6 @@ func (h *hub) giveUpLocked(origin string, st *originState, upTo uint64) {
 	lose := func(lo, hi uint64) {
 		lost += hi - lo
 		h.pos = h.pos.withHole(origin, lo, hi)
-		h.posID = h.pos.String()
 		st.lostAt = now
 		h.log.Info("events lost: an origin's events could not be had from it or any peer", "origin", origin, "after", lo, "upTo", hi, "lost", hi-lo)
 		h.tellLostLocked(lostNotice{Reason: "gap", Origin: origin, After: lo, UpTo: hi})
@@ -467,31 +547,50 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	}
 	res := resumeResult{resumed: resuming}
 	frames := [][]byte{appendRetry(nil, retryMs)}
-	id := h.posID
+	pos := h.streamsPosLocked(sub.streams)
+	id := pos.String()
 	if resuming {
-		from = h.knownPartLocked(from)
-		if !h.pos.covers(from) {
-			// The client holds events this replica has not applied (yet):
-			// skip them, and merge its position into every id.
-			sub.ahead = from
+		from = h.knownPartLocked(from.without(func(o string) bool { return from.entry(o).claimsNothing() }))
+		// What the client holds that this replica has not applied (yet):
+		// skipped when it comes, and merged into every id meanwhile.
+		var ahead position
+		for _, f := range from {
+			if !h.pos.covers(position{f}) {
+				ahead = append(ahead, f)
+			}
 		}
+		if len(ahead) > 0 {
+			sub.ahead = ahead
+		}
+		// The part of the resume point that ids carry on: the origins of
+		// these streams and those ahead. The rest published nothing to
+		// these streams within the history age, as far as this replica
+		// knows, so an id without them claims nothing less.
+		rel := from.without(func(o string) bool {
+			_, onStreams := pos.find(o)
+			_, isAhead := ahead.find(o)
+			return !onStreams && !isAhead
+		})
 		lacks := h.lacksLocked(sub.streams, from)
 		res.lost = len(lacks) > 0
 		sub.lacks = lacks
 		missed := h.missedLocked(sub.streams, from)
 		bytes := 0
+		acc := rel
 		for _, e := range missed {
 			if res.replayed == h.opts.maxReplayEvents || (res.replayed > 0 && bytes+len(e.frame) > h.opts.maxReplayBytes) {
 				res.truncated = true
 				break
 			}
-			// Replicas apply different origins in different orders, so the
-			// position this replica had after e may lack some of what the
-			// client had before it resumed: its id must cover both, or a
-			// client that stops mid-replay would get events twice later.
+			// Replicas apply different origins in different orders, and a
+			// subscriber of several streams reads several positions: each
+			// replayed id covers what the client had before it resumed and
+			// everything replayed so far, or a client that stops mid-replay
+			// would get events twice later.
+			acc = acc.merge(e.pos)
 			frame := e.frame
-			if !e.pos.covers(from) || lacks != nil {
-				frame = appendFrame(nil, e.pos.merge(from).withHoles(lacks).String(), &e.ev)
+			if lacks != nil || !e.pos.covers(acc) {
+				frame = appendFrame(nil, acc.withHoles(lacks).String(), &e.ev)
 			}
 			frames = append(frames, frame)
 			bytes += len(frame)
@@ -500,7 +599,10 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		if res.lost {
 			frames = append(frames, lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
-		id = h.pos.merge(from).withHoles(lacks).String()
+		id = pos.merge(rel).withHoles(lacks).String()
+	}
+	if id == "" {
+		id = nothingPosition(h.self).String()
 	}
 	frames[0] = append(frames[0], '\n')
 	h.m.replayed.Add(float64(res.replayed))
@@ -697,8 +799,9 @@ func (h *hub) shutdown() {
 // sweep evicts history past its age on quiet streams, forgets empty
 // streams, drops from ids the origins idle for longer than the history
 // age (no replica holds their events any more, so ids stay short), and
-// forgets holes once the events in them would have left every history. It
-// returns the origins it dropped from the position.
+// forgets holes once the events in them would have left every history. A
+// stream's id drops an origin that has not published to it for the history
+// age. It returns the origins it dropped from the replica's position.
 func (h *hub) sweep() (forgotten []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -726,16 +829,28 @@ func (h *hub) sweep() (forgotten []string) {
 		if !st.lostAt.IsZero() && now.Sub(st.lostAt) > 2*age {
 			st.lostAt = time.Time{}
 			h.pos = h.pos.withoutHole(origin)
-			h.posID = h.pos.String()
 		}
 	}
 	if stale != nil {
 		h.pos = h.pos.without(func(o string) bool { return stale[o] })
-		h.posID = h.pos.String()
-		for _, ss := range h.streams {
-			for o := range stale {
+	}
+	for _, ss := range h.streams {
+		var drop map[string]bool
+		for o, at := range ss.seen {
+			if stale[o] || now.Sub(at) > age {
+				if drop == nil {
+					drop = make(map[string]bool)
+				}
+				drop[o] = true
+				delete(ss.seen, o)
 				delete(ss.evicted, o)
 			}
+		}
+		if drop != nil {
+			ss.pos = ss.pos.without(func(o string) bool { return drop[o] })
+		}
+		for o := range stale {
+			delete(ss.evicted, o)
 		}
 	}
 	return forgotten

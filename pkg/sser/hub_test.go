@@ -41,13 +41,13 @@ func TestSweepDropsIdleOriginsFromIDs(t *testing.T) {
 	h.apply([]Event{{Stream: "s", Msg: "m", Origin: "old", Seq: 1}}, "peer")
 	*now = now.Add(30 * time.Second)
 	h.apply([]Event{{Stream: "t", Msg: "m", Origin: "new", Seq: 1}}, "peer")
-	if h.posID != "new.1-old.1" {
-		t.Fatalf("position %q", h.posID)
+	if h.pos.String() != "new.1-old.1" {
+		t.Fatalf("position %q", h.pos.String())
 	}
 	*now = now.Add(45 * time.Second) // old: 75s idle; new: 45s
 	h.sweep()
-	if h.posID != "new.1" {
-		t.Errorf("after sweep position %q, want the idle origin gone", h.posID)
+	if h.pos.String() != "new.1" {
+		t.Errorf("after sweep position %q, want the idle origin gone", h.pos.String())
 	}
 	if _, ok := h.streams["s"]; ok {
 		t.Error("a stream with no history and no subscriber was kept")
@@ -71,7 +71,7 @@ func TestSeedEventsHaveNoIDAndNoHistory(t *testing.T) {
 	if len(got) != 1 || string(got[0]) != "data: seed\n\n" {
 		t.Fatalf("frames %q, want one frame without an id", got)
 	}
-	if h.historyLen() != 0 || h.posID != "" {
+	if h.historyLen() != 0 || h.pos.String() != "" {
 		t.Error("a seed event entered history or the position")
 	}
 }

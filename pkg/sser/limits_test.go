@@ -84,8 +84,8 @@ func TestInventedOriginsInAResumePointAreIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := again.Next(t, 5*time.Second)
-	if live.Data != "4" || len(live.ID) > len(ts.hub.posID)+4*16 {
-		t.Errorf("live event %q with a %d-byte id; this replica writes %d bytes", live.Data, len(live.ID), len(ts.hub.posID))
+	if live.Data != "4" || len(live.ID) > len(ts.hub.pos.String())+4*16 {
+		t.Errorf("live event %q with a %d-byte id; this replica writes %d bytes", live.Data, len(live.ID), len(ts.hub.pos.String()))
 	}
 }
 

@@ -157,6 +157,19 @@ func (p position) withHoles(lacks position) position {
 	return p
 }
 
+// nothingPosition is a position that claims no event, written as the id
+// of a subscription whose streams have had no event within the history
+// age: a client holding it resumes (gets whatever its streams hold by
+// then) instead of starting afresh, which would skip what was published
+// while it was away. It is an ordinary element (origin's events up to 1,
+// all lacking), so replicas of any version parse it.
+func nothingPosition(origin string) position {
+	return position{{origin: origin, seq: 1, lo: 0, hi: 1}}
+}
+
+// claimsNothing reports whether the entry claims no event of its origin.
+func (e originSeq) claimsNothing() bool { return e.lo == 0 && e.hi == e.seq }
+
 // span is the half-open seq range (lo, hi].
 type span struct{ lo, hi uint64 }
 

@@ -143,11 +143,11 @@ func TestHubTellsEverySubscriberOfALossAndIDsKeepTheHole(t *testing.T) {
 			t.Errorf("subscriber %s got %q, want an sser-lost notice for o 2..4", name, frames)
 		}
 	}
-	if covers, _ := IDCovers(h.posID, "o", 3); covers {
-		t.Errorf("position %q after the loss claims o.3", h.posID)
+	if covers, _ := IDCovers(h.pos.String(), "o", 3); covers {
+		t.Errorf("position %q after the loss claims o.3", h.pos.String())
 	}
-	if covers, _ := IDCovers(h.posID, "o", 5); !covers {
-		t.Errorf("position %q does not claim o.5, which was applied", h.posID)
+	if covers, _ := IDCovers(h.pos.String(), "o", 5); !covers {
+		t.Errorf("position %q does not claim o.5, which was applied", h.pos.String())
 	}
 	if got := h.m.eventsLost; got == nil {
 		t.Fatal("no lost counter")

@@ -35,9 +35,6 @@ type ServerImpl struct {
 	hub    *hub
 	origin string
 
-	// pubMu makes stamping seqs into the outbox and applying locally one
-	// step, so this replica's own subscribers get its events in seq order.
-	pubMu sync.Mutex
 	out   *outbox
 	peers peerClient
 	book  *originBook
@@ -111,6 +108,7 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 		snapshots: make(chan struct{}, 2),
 	}
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
+	s.hub.self = s.origin
 	s.hub.opts.maxSeqGap = opts.MaxSeqGap
 	s.hub.opts.maxReplayEvents, s.hub.opts.maxReplayBytes = opts.MaxReplayEvents, opts.MaxReplayBytes
 	s.hub.hist.maxStreams, s.hub.hist.maxBytes, s.hub.hist.maxStreamBytes = opts.MaxHistoryStreams, opts.MaxHistoryBytes, opts.MaxStreamHistoryBytes
@@ -346,18 +344,15 @@ func (s *ServerImpl) publish(ctx context.Context, events []Event) (Published, er
 	if !s.started.Load() {
 		return Published{}, ErrNotStarted
 	}
-	s.pubMu.Lock()
-	if err := ctx.Err(); err != nil {
-		// The caller gave up while waiting: publishing now would make its
-		// retry publish twice.
-		s.pubMu.Unlock()
+	var cutoffs []cutoffNote
+	err := s.hub.applyOwn(events, ctx.Err, func() error {
+		var err error
+		cutoffs, err = s.out.add(s.origin, events)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrBackPressure) {
 		return Published{}, err
 	}
-	cutoffs, err := s.out.add(s.origin, events)
-	if err == nil {
-		s.hub.apply(events, "local")
-	}
-	s.pubMu.Unlock()
 	for _, c := range cutoffs {
 		s.m.peerCutoffs.WithLabelValues(c.peer).Inc()
 		s.log.Info("peer cut off: it held publishers back longer than the peer cut-off; it skips what the outbox no longer holds",

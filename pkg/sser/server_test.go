@@ -148,8 +148,13 @@ func TestConnectPreamble(t *testing.T) {
 		t.Errorf("preamble starts %q, want a retry line", lines[:2])
 	}
 	// The id-only frame tells the client its resume point before any event.
-	if !strings.HasPrefix(lines[2], "id: "+ts.Origin()+".1") || lines[3] != "\n" {
-		t.Errorf("preamble id frame = %q", lines[2:4])
+	// Stream p has had no event: the id claims none, not even x's.
+	id, ok := strings.CutPrefix(strings.TrimSuffix(lines[2], "\n"), "id: ")
+	if !ok || lines[3] != "\n" {
+		t.Fatalf("preamble id frame = %q", lines[2:4])
+	}
+	if covers, err := IDCovers(id, ts.Origin(), 1); err != nil || covers {
+		t.Errorf("preamble id %q of an empty stream claims the event on another stream (err %v)", id, err)
 	}
 }
 

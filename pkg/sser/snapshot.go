@@ -15,6 +15,9 @@ type Snapshot struct {
 	Entries []SnapshotEntry `json:"entries"`
 	// Evicted is, per stream and origin, the highest seq that left history.
 	Evicted map[string]map[string]uint64 `json:"evicted,omitempty"`
+	// Streams is each stream's position (the id its next event builds on):
+	// the origins that published to it within the history age.
+	Streams map[string]string `json:"streams,omitempty"`
 	// More is true when entries past this page are held; Next is the apply
 	// index to ask for them after.
 	More bool   `json:"more,omitempty"`
@@ -45,10 +48,16 @@ type SnapshotEntry struct {
 // Entries are immutable, so only pointers are taken under the lock.
 func (h *hub) snapshotPage(after uint64, limit int) *Snapshot {
 	h.mu.Lock()
-	snap := &Snapshot{Position: h.posID, Origins: h.originInfosLocked()}
+	snap := &Snapshot{Position: h.pos.String(), Origins: h.originInfosLocked()}
 	entries, more := h.hist.all.after(after, ^uint64(0), limit)
 	if !more {
 		for name, ss := range h.streams {
+			if len(ss.pos) > 0 {
+				if snap.Streams == nil {
+					snap.Streams = make(map[string]string)
+				}
+				snap.Streams[name] = ss.pos.String()
+			}
 			if len(ss.evicted) == 0 {
 				continue
 			}
@@ -160,7 +169,38 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		h.idx++
 		ev := se.Event
 		h.hist.add(ss, &histEntry{idx: h.idx, ev: ev, pos: epos, frame: appendFrame(nil, se.ID, &ev), at: se.At})
+		// A peer that writes one position for all streams sends it as each
+		// entry's id: the stream keeps only the origins seen on it.
+		if e := epos.entry(ev.Origin); e.seq > 0 {
+			ss.pos = ss.pos.set(e)
+		}
+		if ss.seen == nil {
+			ss.seen = make(map[string]time.Time)
+		}
+		if se.At.After(ss.seen[ev.Origin]) {
+			ss.seen[ev.Origin] = se.At
+		}
 		imported++
+	}
+	for name, id := range snap.Streams {
+		spos, err := parsePosition(id)
+		if err != nil || ValidateStreamName(name) != nil || len(spos) == 0 {
+			continue
+		}
+		ss := h.streams[name]
+		if ss == nil {
+			ss = newStreamState(name)
+			h.streams[name] = ss
+		}
+		ss.pos = ss.pos.merge(spos)
+		if ss.seen == nil {
+			ss.seen = make(map[string]time.Time)
+		}
+		for _, e := range spos {
+			if _, ok := ss.seen[e.origin]; !ok {
+				ss.seen[e.origin] = now
+			}
+		}
 	}
 	for name, m := range snap.Evicted {
 		ss := h.streams[name]
@@ -176,7 +216,11 @@ func (h *hub) importLocked(snap *Snapshot) error {
 	}
 	h.hist.expire(now)
 	h.pos = pos
-	h.posID = pos.String()
+	for name, ss := range h.streams {
+		if ss.idle() {
+			delete(h.streams, name)
+		}
+	}
 	h.m.eventsIn.WithLabelValues("warmup").Add(float64(imported))
 	return nil
 }

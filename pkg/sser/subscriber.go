@@ -1,6 +1,7 @@
 package sser
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -41,6 +42,9 @@ func (r closeReason) String() string {
 type subscriber struct {
 	streams  []string
 	maxQueue int
+	// key names the set of streams, for subscribers of several: those with
+	// the same set share one encoding of each frame.
+	key string
 
 	mu     sync.Mutex
 	queue  [][]byte
@@ -68,6 +72,7 @@ type subscriber struct {
 func newSubscriber(streams []string, maxQueue int) *subscriber {
 	return &subscriber{
 		streams:  streams,
+		key:      strings.Join(streams, "\x00"),
 		maxQueue: maxQueue,
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
