@@ -48,6 +48,7 @@ type run struct {
 	Round                  int     `json:"round"`
 	CPUMsPerEvent          float64 `json:"cpuMsPerEvent"`
 	PeerReqPerEventPerPeer float64 `json:"peerReqPerEventPerPeer"`
+	PublishedPerS          float64 `json:"publishedPerS"`
 }
 
 // metric is one row of the table.
@@ -259,6 +260,7 @@ func metricsFor(r run) []metric {
 			{"latency p50", func(r run) float64 { return r.P50Ms }, ms},
 			{"latency p99", func(r run) float64 { return r.P99Ms }, ms},
 			{"CPU per published event (all replicas)", func(r run) float64 { return r.CPUMsPerEvent }, ms},
+			{fmt.Sprintf("events/s published (target %g)", r.Rate), func(r run) float64 { return r.PublishedPerS }, si},
 		}
 		if r.Replicas > 1 {
 			m = append(m, metric{"peer requests per event per peer", func(r run) float64 { return r.PeerReqPerEventPerPeer }, plain3})

@@ -84,6 +84,7 @@ type result struct {
 	PublishSeconds float64 `json:"publishSeconds"`
 	Seconds        float64 `json:"seconds"` // first publish until all delivered
 	Published      int     `json:"published"`
+	PublishedPerS  float64 `json:"publishedPerS"` // below Rate when the replicas (or the machine) could not keep up
 	Retried        int64   `json:"retried"`       // 503/429 answers waited out
 	PublishErrors  int64   `json:"publishErrors"` // events given up
 	FirstError     string  `json:"firstError,omitempty"`
@@ -176,7 +177,7 @@ func printResult(r *result) {
 	fmt.Printf("%s: %d replicas, %d subscribers, %d events at %g/s, payload %d B\n",
 		r.Engine, r.Replicas, r.Subs, r.Events, r.Rate, r.Payload)
 	fmt.Printf("  connect      %.2fs\n", r.ConnectSeconds)
-	fmt.Printf("  published    %d in %.2fs (%d answers 503/429 retried, %d given up)\n", r.Published, r.PublishSeconds, r.Retried, r.PublishErrors)
+	fmt.Printf("  published    %d in %.2fs, %.0f/s (%d answers 503/429 retried, %d given up)\n", r.Published, r.PublishSeconds, r.PublishedPerS, r.Retried, r.PublishErrors)
 	if r.FirstError != "" {
 		fmt.Printf("  first error  %s\n", r.FirstError)
 	}
@@ -294,6 +295,9 @@ func run(ctx context.Context, cfg config, logw io.Writer) (res *result, err erro
 		if ok {
 			res.Published++
 		}
+	}
+	if res.PublishSeconds > 0 {
+		res.PublishedPerS = float64(res.Published) / res.PublishSeconds
 	}
 	res.Retried, res.PublishErrors, res.FirstError = pub.retried.Load()-retried0, pub.failed.Load()-failed0, pub.firstErr()
 	want := int64(res.Published)
