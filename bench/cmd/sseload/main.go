@@ -2,7 +2,7 @@
 // events per second, publish-to-receive latency, and memory and goroutines
 // per idle connection.
 //
-// It starts the chosen engine (sser, r3labs or gosse) in a child process of
+// It starts the chosen engine (sser, r3labs, gosse or floor) in a child process of
 // itself ("sseload serve"), so that the server's memory and goroutines are
 // counted apart from the subscribers'. It opens --subs subscribers over real
 // TCP to 127.0.0.1, waits until each has received a warm-up event, reads
