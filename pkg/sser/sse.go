@@ -142,7 +142,8 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 	if res.truncated {
 		// The oldest part of what the client missed, then the connection
 		// ends: it resumes from the last event for the rest.
-		s.writeFrames(w, http.NewResponseController(w), sub.take())
+		cw := &connWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout, m: s.m}
+		cw.write(sub.take())
 		return
 	}
 	s.writeLoop(ctx, w, r, sub, expires)
@@ -151,9 +152,14 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 // writeLoop is the subscriber's one writer: it writes everything queued and
 // flushes once, sends heartbeats while idle, and returns when the client
 // goes, the subscriber is closed, or ctx ends.
+//
+// The heartbeat ticker runs at half the heartbeat interval and is never
+// reset: a tick sends a heartbeat when nothing was written since the tick
+// before, so a connection is never silent for longer than the interval,
+// and a busy one costs no timer work per write.
 func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *subscriber, expires time.Time) {
-	rc := http.NewResponseController(w)
-	heartbeat := time.NewTicker(s.opts.Heartbeat)
+	cw := &connWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout, m: s.m}
+	heartbeat := time.NewTicker(max(s.opts.Heartbeat/2, time.Millisecond))
 	defer heartbeat.Stop()
 	var maxAge <-chan time.Time
 	if d := s.opts.MaxConnectionTime; d > 0 {
@@ -163,35 +169,35 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 	}
 	expired, stopExpiry := expiryTimer(expires)
 	defer stopExpiry()
-	write := func(frames [][]byte) bool { return s.writeFrames(w, rc, frames) }
+	wrote := false
 	for {
 		select {
 		case <-sub.wake:
 			q := sub.take()
-			ok := write(q)
+			ok := cw.write(q)
 			sub.recycle(q)
 			if !ok {
 				return
 			}
-			heartbeat.Reset(s.opts.Heartbeat)
+			wrote = true
 		case <-heartbeat.C:
-			if !write([][]byte{heartbeatFrame}) {
+			if !wrote && !cw.write([][]byte{heartbeatFrame}) {
 				return
 			}
+			wrote = false
 		case <-sub.done:
 			if sub.closeReason() == reasonDrain {
 				// Let the client have what was queued before it goes.
-				q := sub.take()
-				write(q)
+				cw.write(sub.take())
 			}
 			return
 		case <-maxAge:
 			s.hub.closeSubscriber(sub, reasonMaxAge)
-			write(sub.take())
+			cw.write(sub.take())
 			return
 		case <-expired:
 			s.hub.closeSubscriber(sub, reasonMaxAge)
-			write(append(sub.take(), expiredFrame))
+			cw.write(append(sub.take(), expiredFrame))
 			return
 		case <-r.Context().Done():
 			return
@@ -201,15 +207,35 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 	}
 }
 
+// connWriter writes batches of frames to one client. The connection's
+// write deadline is moved only when less than half the write timeout is
+// left, so a busy connection does not reset a timer on every write: each
+// batch gets between half and all of the write timeout, and a client that
+// stops reading is found within it.
+type connWriter struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	timeout  time.Duration
+	deadline time.Time
+	m        *metrics
+}
+
+func (c *connWriter) write(frames [][]byte) bool {
+	if now := time.Now(); c.deadline.Sub(now) < c.timeout/2 {
+		c.deadline = now.Add(c.timeout)
+		_ = c.rc.SetWriteDeadline(c.deadline)
+	}
+	return writeFrames(c.w, c.rc, c.m, frames)
+}
+
 // writeFrames writes frames to the client and flushes; false when the
 // client is gone. Frames are joined into writes of up to writeChunk bytes:
 // frame by frame, net/http's small buffer would split a burst into many
 // chunks and syscalls, and joined whole, a replay of MaxReplayBytes would
 // cost that much memory per connection (a client that never reads would
-// hold it for the write timeout). The write timeout covers the whole batch,
+// hold it for the write timeout). The write deadline covers the whole batch,
 // so a client reading a trickle cannot stretch it.
-func (s *ServerImpl) writeFrames(w http.ResponseWriter, rc *http.ResponseController, frames [][]byte) bool {
-	_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+func writeFrames(w http.ResponseWriter, rc *http.ResponseController, m *metrics, frames [][]byte) bool {
 	written := 0
 	if len(frames) == 1 {
 		n, err := w.Write(frames[0])
@@ -238,7 +264,7 @@ func (s *ServerImpl) writeFrames(w http.ResponseWriter, rc *http.ResponseControl
 	if err := rc.Flush(); err != nil {
 		return false
 	}
-	s.m.bytesWritten.Add(float64(written))
+	m.bytesWritten.Add(float64(written))
 	return true
 }
 
