@@ -16,6 +16,7 @@
 #   LAT_RATE   events/s in the first latency scenario (default 25; go-sse's
 #              ceiling with 1000 subscribers here is 60-90)
 #   LAT2_RATE  events/s in the second latency scenario (default 200)
+#   ID_ORIGINS other publishers in the id-size scenarios (default "0 10 50")
 #   IDLE       idle connection counts to measure (default "100 1000 10000")
 #   ENGINES    engines to run (default "sser floor r3labs gosse")
 #   BASE       a git revision: also measure the sser library as it was there
@@ -34,6 +35,7 @@ lat2_rate="${LAT2_RATE:-200}"
 lat2_events=$(( lat2_rate * 5 ))
 lat2_payload=100
 idle_counts="${IDLE:-100 1000 10000}"
+id_origins="${ID_ORIGINS:-0 10 50}"
 read -r -a engines <<< "${ENGINES:-sser floor r3labs gosse}"
 base="${BASE:-}"
 out="${OUT:-$(mktemp -d -t sser-bench.XXXXXX)}"
@@ -108,6 +110,18 @@ for (( r = 0; r < rounds; r++ )); do
   for n in ${idle_counts}; do
     for e in "${order[@]}"; do
       one "idle ${n} conns" "${e}" --subs "${n}" --events 0 --duration 60s
+    done
+  done
+  # Id size: the replica first hears of N other publishers (origins), each
+  # on a stream of its own or all on the subscribers' stream; then 100
+  # subscribers of one stream get 200 events. sser engines only.
+  for o in ${id_origins}; do
+    for on in own bench; do
+      for e in "${order[@]}"; do
+        [[ "${e}" == sser* ]] || continue
+        one "ids: ${o} other origins on ${on/own/their own streams}" "${e}" --subs 100 --events 200 \
+          --rate 200 --payload "${lat2_payload}" --origins "${o}" --origins-on "${on}" --duration 60s
+      done
     done
   done
 done

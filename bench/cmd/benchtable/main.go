@@ -25,23 +25,26 @@ import (
 )
 
 type run struct {
-	Label             string  `json:"label"`
-	Engine            string  `json:"engine"`
-	Subs              int     `json:"subs"`
-	Events            int     `json:"events"`
-	Rate              float64 `json:"rate"`
-	MemPerConn        float64 `json:"memPerConn"`
-	HeapPerConn       float64 `json:"heapPerConn"`
-	StackPerConn      float64 `json:"stackPerConn"`
-	RSSPerConn        float64 `json:"rssPerConn"`
-	GoroutinesPerConn float64 `json:"goroutinesPerConn"`
-	DeliveriesPerS    float64 `json:"deliveriesPerS"`
-	EventsPerS        float64 `json:"eventsPerS"`
-	P50Ms             float64 `json:"p50Ms"`
-	P99Ms             float64 `json:"p99Ms"`
-	Complete          bool    `json:"complete"`
-	Disconnected      int     `json:"disconnected"`
-	CPUUsPerDelivery  float64 `json:"cpuUsPerDelivery"`
+	Label              string  `json:"label"`
+	Engine             string  `json:"engine"`
+	Subs               int     `json:"subs"`
+	Events             int     `json:"events"`
+	Rate               float64 `json:"rate"`
+	MemPerConn         float64 `json:"memPerConn"`
+	HeapPerConn        float64 `json:"heapPerConn"`
+	StackPerConn       float64 `json:"stackPerConn"`
+	RSSPerConn         float64 `json:"rssPerConn"`
+	GoroutinesPerConn  float64 `json:"goroutinesPerConn"`
+	DeliveriesPerS     float64 `json:"deliveriesPerS"`
+	EventsPerS         float64 `json:"eventsPerS"`
+	P50Ms              float64 `json:"p50Ms"`
+	P99Ms              float64 `json:"p99Ms"`
+	Complete           bool    `json:"complete"`
+	Disconnected       int     `json:"disconnected"`
+	CPUUsPerDelivery   float64 `json:"cpuUsPerDelivery"`
+	Origins            int     `json:"origins"`
+	IDBytesPerEvent    float64 `json:"idBytesPerEvent"`
+	FrameBytesPerEvent float64 `json:"frameBytesPerEvent"`
 
 	// ssemesh runs (Replicas > 0).
 	Replicas               int     `json:"replicas"`
@@ -255,6 +258,12 @@ func metricsFor(r run) []metric {
 	}
 	cpu := metric{"server CPU per delivery", func(r run) float64 { return r.CPUUsPerDelivery }, us}
 	switch {
+	case r.Origins > 0 || strings.HasPrefix(r.Label, "ids:"):
+		return []metric{
+			{"id bytes per event", func(r run) float64 { return r.IDBytesPerEvent }, plain},
+			{"frame bytes per event", func(r run) float64 { return r.FrameBytesPerEvent }, plain},
+			{"latency p99", func(r run) float64 { return r.P99Ms }, ms},
+		}
 	case r.Replicas > 0:
 		m := []metric{
 			{"latency p50", func(r run) float64 { return r.P50Ms }, ms},

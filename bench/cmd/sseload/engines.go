@@ -75,6 +75,25 @@ func newSserEngine(ctx context.Context, queue int) (*sserEngine, error) {
 
 func (e *sserEngine) handler() http.Handler { return e.h }
 
+// otherOrigins makes the replica hear of n other publishers, as a peer
+// delivery of one event each (seq 1) would: each on its own stream (on
+// "own") or all on the subscribers' stream (on "bench"). Origin names are
+// 12 characters, like those replicas draw.
+func (e *sserEngine) otherOrigins(n int, on string) error {
+	if on != "own" && on != benchStream {
+		return fmt.Errorf("--origins-on %q: want own or %s", on, benchStream)
+	}
+	events := make([]sser.Event, n)
+	for i := range events {
+		stream := benchStream
+		if on == "own" {
+			stream = fmt.Sprintf("own%d", i)
+		}
+		events[i] = sser.Event{Stream: stream, Msg: "0 0 earlier", Origin: fmt.Sprintf("p%011d", i), Seq: 1}
+	}
+	return e.s.Deliver(events...)
+}
+
 func (e *sserEngine) publish(ctx context.Context, msg string) error {
 	return e.s.Send(ctx, benchStream, msg)
 }

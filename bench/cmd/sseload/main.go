@@ -46,6 +46,8 @@ type config struct {
 	duration  time.Duration
 	dialers   int
 	sserQueue int
+	origins   int
+	originsOn string
 	json      bool
 	profile   string
 	label     string
@@ -87,6 +89,15 @@ type result struct {
 	// CPU time (user + system) of the server process from the first
 	// publish until every event was delivered, and that per delivery.
 	ServerCPUSeconds float64 `json:"serverCPUSeconds"`
+	// Origins is how many other publishers the server had heard of before
+	// the subscribers connected (sser engines only), and OriginsOn where
+	// they published: "own" (each its own stream) or "bench" (the
+	// subscribers' stream).
+	Origins   int    `json:"origins,omitempty"`
+	OriginsOn string `json:"originsOn,omitempty"`
+	// Per delivered event: bytes of its frame and of its id value.
+	FrameBytesPerEvent float64 `json:"frameBytesPerEvent"`
+	IDBytesPerEvent    float64 `json:"idBytesPerEvent"`
 	CPUUsPerDelivery float64 `json:"cpuUsPerDelivery"`
 }
 
@@ -109,6 +120,8 @@ func main() {
 	flag.DurationVar(&cfg.duration, "duration", 2*time.Minute, "cap on the whole run")
 	flag.IntVar(&cfg.dialers, "dialers", 32, "connections opened concurrently")
 	flag.IntVar(&cfg.sserQueue, "sser-queue", 0, "sser's SubscriberQueue (0: the library default)")
+	flag.IntVar(&cfg.origins, "origins", 0, "sser only: before subscribers connect, deliver one event from each of this many other origins (replicas or sidecars that published)")
+	flag.StringVar(&cfg.originsOn, "origins-on", "own", "where those origins published: own (each its own stream) or bench (the subscribers' stream)")
 	flag.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
 	flag.StringVar(&cfg.label, "label", "", "scenario name copied into the result, for bench/compare.sh")
 	flag.StringVar(&cfg.engineLabel, "engine-label", "", "engine name written in the result (default --engine)")
@@ -162,7 +175,7 @@ func startChild(ctx context.Context, cfg config) (*child, error) {
 		return nil, err
 	}
 	args := []string{"serve", "--engine", cfg.engine,
-		fmt.Sprintf("--sser-queue=%d", cfg.sserQueue), "--max-life", (cfg.duration + time.Minute).String()}
+		fmt.Sprintf("--sser-queue=%d", cfg.sserQueue), fmt.Sprintf("--origins=%d", cfg.origins), "--origins-on=" + cfg.originsOn, "--max-life", (cfg.duration + time.Minute).String()}
 	if cfg.profile != "" {
 		args = append(args, "--cpuprofile", cfg.profile)
 	}
@@ -279,6 +292,9 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		name = cfg.engineLabel
 	}
 	res := &result{Label: cfg.label, Engine: name, Subs: cfg.subs, Events: cfg.events, Rate: cfg.rate, Payload: cfg.payload}
+	if cfg.origins > 0 {
+		res.Origins, res.OriginsOn = cfg.origins, cfg.originsOn
+	}
 
 	base, err := srv.stats(ctx)
 	if err != nil {
@@ -341,9 +357,16 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	wg.Wait()
 	var h sseclient.Histogram
+	var frameBytes, idBytes int64
 	for _, c := range clients {
 		h.Merge(&c.Hist)
 		res.OutOfOrder += c.OutOfOrder
+		frameBytes += c.FrameBytes
+		idBytes += c.IDBytes
+	}
+	if res.Delivered > 0 {
+		res.FrameBytesPerEvent = float64(frameBytes) / float64(res.Delivered)
+		res.IDBytesPerEvent = float64(idBytes) / float64(res.Delivered)
 	}
 	res.P50Ms = h.Quantile(0.50)
 	res.P99Ms = h.Quantile(0.99)

@@ -48,6 +48,8 @@ func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	engineName := fs.String("engine", "sser", "engine: "+strings.Join(engineNames, ", "))
 	sserQueue := fs.Int("sser-queue", 0, "sser SubscriberQueue (0: the library default)")
+	origins := fs.Int("origins", 0, "sser only: deliver one event from each of this many other origins first")
+	originsOn := fs.String("origins-on", "own", "where those events go: own (a stream each) or bench")
 	maxLife := fs.Duration("max-life", 10*time.Minute, "exit after this long whatever happens")
 	cpuProfile := fs.String("cpuprofile", "", "write the server's CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
@@ -75,6 +77,15 @@ func serve(ctx context.Context, args []string) error {
 	eng, err := newEngine(ctx, *engineName, *sserQueue)
 	if err != nil {
 		return err
+	}
+	if *origins > 0 {
+		se, ok := eng.(*sserEngine)
+		if !ok {
+			return fmt.Errorf("--origins needs an sser engine, not %s", *engineName)
+		}
+		if err := se.otherOrigins(*origins, *originsOn); err != nil {
+			return err
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/events", eng.handler())

@@ -45,6 +45,10 @@ type Client struct {
 	OutOfOrder int64 // measured events whose seq was not above the previous one
 	Typed      int64 // data lines of events with an event type
 	Beyond     int64 // measured events with seq above Options.Track
+	// FrameBytes and IDBytes are the bytes of the measured events' frames
+	// (every line, the blank one included) and of their id values.
+	FrameBytes int64
+	IDBytes    int64
 	Err        error
 
 	lastSeq int64
@@ -87,6 +91,7 @@ func Dial(ctx context.Context, target *url.URL, wg *sync.WaitGroup, opts Options
 var (
 	dataPrefix  = []byte("data: ")
 	eventPrefix = []byte("event:")
+	idPrefix    = []byte("id: ")
 )
 
 func (c *Client) read(target *url.URL) error {
@@ -101,13 +106,25 @@ func (c *Client) read(target *url.URL) error {
 	}
 	lines := bufio.NewReaderSize(resp.Body, 4096)
 	typed := false // the event being read has an event: line
+	// Bytes of the frame being read, of its id, and whether it is measured.
+	frame, id, measured := 0, 0, false
 	for {
 		line, err := lines.ReadSlice('\n')
 		if err != nil {
 			return err
 		}
+		frame += len(line)
 		if len(bytes.TrimRight(line, "\r\n")) == 0 {
 			typed = false // end of an event
+			if measured {
+				c.FrameBytes += int64(frame)
+				c.IDBytes += int64(id)
+			}
+			frame, id, measured = 0, 0, false
+			continue
+		}
+		if v, ok := bytes.CutPrefix(line, idPrefix); ok {
+			id = len(bytes.TrimRight(v, "\r\n"))
 			continue
 		}
 		if bytes.HasPrefix(line, eventPrefix) {
@@ -132,6 +149,7 @@ func (c *Client) read(target *url.URL) error {
 			c.Ready.Store(true)
 			continue
 		}
+		measured = true
 		if seq <= c.lastSeq {
 			c.OutOfOrder++
 		}
