@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
@@ -84,9 +85,14 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 	}
 	kind := o.PeerFinder
 	if kind == FinderAuto {
+		// In a pod, or told a kubeconfig on the command line: peers are
+		// pods. A KUBECONFIG in the environment alone (a laptop's) is not
+		// a reason to watch a cluster whose pods this process cannot reach.
 		kind = FinderLocal
-		if o.Kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		if o.kubeconfigFlag || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 			kind = FinderKubernetes
+		} else if o.Kubeconfig != "" {
+			log.Info("running alone (KUBECONFIG is set, but this is not a pod): use --peer-finder=kubernetes to find peers through it")
 		}
 	}
 	switch kind {
@@ -110,6 +116,9 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		if err != nil {
 			return so, fmt.Errorf("kubernetes client: %w", err)
 		}
+		if err := reachable(cfg); err != nil {
+			return so, err
+		}
 		so.PeerFinder = peerfinder.NewPeerFinder(cs, ns, o.Selector, peerfinder.WithLogger(log))
 		if so.PodIP == "" {
 			log.Info("no --pod-ip (POD_IP): this replica will also POST to itself; duplicates are dropped, but set it from the downward API")
@@ -117,6 +126,25 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		log.Info("watching peers", "namespace", ns, "selector", o.Selector)
 	}
 	return so, nil
+}
+
+// apiCheckTimeout bounds the check that the API server answers at start.
+const apiCheckTimeout = 10 * time.Second
+
+// reachable checks that the API server answers, so that a replica that
+// cannot watch its peers says so at once, plainly, instead of retrying
+// behind a rate limiter.
+func reachable(cfg *rest.Config) error {
+	c := rest.CopyConfig(cfg)
+	c.Timeout = apiCheckTimeout
+	cs, err := kubernetes.NewForConfig(c)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	if _, err := cs.Discovery().ServerVersion(); err != nil {
+		return fmt.Errorf("cannot reach the Kubernetes API server at %s: %w (to run without a cluster, use --peer-finder=local)", cfg.Host, err)
+	}
+	return nil
 }
 
 // kubeConfig loads the client config: the kubeconfig when given, else the

@@ -36,6 +36,9 @@ type Options struct {
 	Namespace  string
 	Selector   string
 	Kubeconfig string
+	// kubeconfigFlag is set when --kubeconfig was given on the command
+	// line (not only KUBECONFIG in the environment).
+	kubeconfigFlag bool
 
 	Heartbeat         time.Duration
 	Retry             time.Duration
@@ -286,7 +289,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.str(&o.FrontendAddr, "frontend-addr", "SSER_FRONTEND_ADDR", "address of the SSE listener (subscribers, demo page)")
 	e.str(&o.InternalAddr, "internal-addr", "SSER_INTERNAL_ADDR", "address of the internal listener (peers, publish, probes, metrics); peers are reached at <peer IP>:<this port>")
 	// Peers.
-	e.str(&o.PeerFinder, "peer-finder", "SSER_PEER_FINDER", "how peers are found: auto (kubernetes in a cluster or with a kubeconfig, else local), kubernetes, local or static")
+	e.str(&o.PeerFinder, "peer-finder", "SSER_PEER_FINDER", "how peers are found: auto (kubernetes in a pod or with --kubeconfig, else local), kubernetes, local or static")
 	e.list(&o.Peers, "peers", "SSER_PEERS", "peer IPs for --peer-finder=static, this replica's included")
 	e.str(&o.PodIP, "pod-ip", "POD_IP", "this replica's own IP in the peer set (delivered to in process); default the host of --internal-addr, or 127.0.0.1 with the local finder")
 	e.str(&o.PodName, "pod-name", "POD_NAME", "this replica's pod name, for logs")

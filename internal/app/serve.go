@@ -35,6 +35,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
+	fs.Visit(func(f *flag.Flag) { o.kubeconfigFlag = o.kubeconfigFlag || f.Name == "kubeconfig" })
 	errs = append(errs, o.readTokenFiles()...)
 	errs = append(errs, o.Validate()...)
 	if len(errs) > 0 {

@@ -6,10 +6,23 @@ import "context"
 const LocalhostIP = "127.0.0.1"
 
 // NewPeerFinderLocalhost returns a PeerFinder for one replica with no cluster:
-// the set is always just 127.0.0.1.
+// the set is always just this replica. It reports 127.0.0.1; a server bound
+// to another address takes its own address instead (see Lone), so it never
+// sends its events to an address that is not itself.
 func NewPeerFinderLocalhost() PeerFinder {
-	return fixed{ips: []string{LocalhostIP}}
+	return lone{fixed{ips: []string{LocalhostIP}}}
 }
+
+// Lone is implemented by finders whose peer set is the replica alone,
+// whatever address it has.
+type Lone interface {
+	PeerFinder
+	Lone() bool
+}
+
+type lone struct{ fixed }
+
+func (lone) Lone() bool { return true }
 
 // fixed reports a set that never changes.
 type fixed struct {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/sser-dev/sser/pkg/peerfinder"
 )
 
 // Server is the original API: start it, mount its SSE handler, send events.
@@ -96,6 +98,17 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 				opts.PodIP = ip.String()
 			}
 		}
+	}
+	if l, ok := opts.PeerFinder.(peerfinder.Lone); ok && l.Lone() {
+		// A replica alone: its peer set is its own address, never another.
+		if opts.PodIP == "" {
+			opts.PodIP = peerfinder.LocalhostIP
+		}
+		pf, err := peerfinder.NewPeerFinderStatic([]string{opts.PodIP})
+		if err != nil {
+			return nil, fmt.Errorf("sser: %w", err)
+		}
+		opts.PeerFinder = pf
 	}
 	s := &ServerImpl{
 		opts:      opts,

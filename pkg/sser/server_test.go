@@ -598,3 +598,19 @@ func TestForbiddenStreamGets204(t *testing.T) {
 		}
 	}
 }
+
+// A lone replica (the localhost finder) bound to an address other than
+// 127.0.0.1 is its own peer set: it never sends its events to 127.0.0.1,
+// which is not itself.
+func TestLoneReplicaPeersOnlyWithItself(t *testing.T) {
+	ts := startServer(t, Options{PeerFinder: peerfinder.NewPeerFinderLocalhost(), InternalAddr: "127.0.0.3:0"})
+	if got := ts.Peers(); len(got) != 1 || got[0] != "127.0.0.3" {
+		t.Fatalf("peer set %v, want only this replica's own address 127.0.0.3", got)
+	}
+	if err := ts.Send(t.Context(), "s", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if n := ts.out.lag("127.0.0.1"); n != 0 || len(ts.otherPeers()) != 0 {
+		t.Errorf("a sender to another address exists (lag %d, others %v)", n, ts.otherPeers())
+	}
+}
