@@ -28,10 +28,13 @@ namespace=sser
 header="# Generated from charts/sser by hack/gen-manifests.sh (make manifests). DO NOT EDIT."
 
 # render VALUES... writes the chart's objects to stdout with helm's
-# bookkeeping removed: no "# Source:" comments, and managed-by says kustomize.
+# bookkeeping removed: managed-by says kustomize and there is no helm.sh/chart
+# label (these objects are not a Helm release). The "# Source:" comments are
+# consumed by split below.
 render() {
   "${helm}" template "${release}" "${root}/charts/sser" --namespace "${namespace}" "$@" |
-    sed -e 's/app.kubernetes.io\/managed-by: Helm/app.kubernetes.io\/managed-by: kustomize/'
+    sed -e 's/app.kubernetes.io\/managed-by: Helm/app.kubernetes.io\/managed-by: kustomize/' \
+      -e '/^ *helm\.sh\/chart: /d'
 }
 
 # split DIR: reads `helm template` output on stdin and writes one file per

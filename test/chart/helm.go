@@ -104,7 +104,14 @@ func Run(t testing.TB, name string, args ...string) ([]byte, error) {
 // ARGS...` and returns the rendered objects.
 func Template(t testing.TB, release, namespace string, args ...string) ([]*unstructured.Unstructured, error) {
 	t.Helper()
-	out, err := Run(t, Helm(t), append([]string{"template", release, ChartDir(t), "--namespace", namespace}, args...)...)
+	return TemplateChart(t, ChartDir(t), release, namespace, args...)
+}
+
+// TemplateChart is Template for the chart in dir (a modified copy of
+// charts/sser, for example).
+func TemplateChart(t testing.TB, dir, release, namespace string, args ...string) ([]*unstructured.Unstructured, error) {
+	t.Helper()
+	out, err := Run(t, Helm(t), append([]string{"template", release, dir, "--namespace", namespace}, args...)...)
 	if err != nil {
 		return nil, err
 	}

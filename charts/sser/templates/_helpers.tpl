@@ -30,10 +30,19 @@ Chart name and version, for the helm.sh/chart label.
 {{- end }}
 
 {{/*
-Labels on every object.
+Labels on every object: the pod labels plus the chart's name and version.
 */}}
 {{- define "sser.labels" -}}
 helm.sh/chart: {{ include "sser.chart" . }}
+{{ include "sser.podLabels" . }}
+{{- end }}
+
+{{/*
+Labels of the pod template: every label of sser.labels except the chart
+version, so an upgrade that only bumps the chart changes no pod template and
+restarts no pod.
+*/}}
+{{- define "sser.podLabels" -}}
 {{ include "sser.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/component: server
