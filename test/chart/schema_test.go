@@ -41,6 +41,12 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"peer cut-off without unit", "sser.peerCutoff=10", "peerCutoff"},
 		{"liveness stall not a duration", "sser.livenessStall=soon", "livenessStall"},
 		{"idempotency window not a duration", "sser.idempotencyWindow=forever", "idempotencyWindow"},
+		{"unknown log format", "sser.logFormat=xml", "logFormat"},
+		{"write timeout without unit", "sser.writeTimeout=10", "writeTimeout"},
+		{"negative body size", "sser.maxBodyBytes=-1", "maxBodyBytes"},
+		{"body size as a string", "sser.maxBodyBytes=1MiB", "maxBodyBytes"},
+		{"allowed streams as one string", "sser.allowedStreams=public/*", "allowedStreams"},
+		{"allowed stream with a space", "sser.allowedStreams={a b}", "allowedStreams"},
 		// Half-configured subscriber authentication: what a JWT must carry,
 		// with nothing to verify it, would leave the frontend open.
 		{"issuer without a JWT key", "auth.jwt.issuer=https://id.example.com", "issuer"},

@@ -353,7 +353,8 @@ func TestTemplate(t *testing.T) {
 				// Tuning is left to the binary's defaults.
 				for _, f := range []string{"outbox-size", "peer-cutoff", "idempotency-window", "liveness-stall", "peer-queue",
 					"max-connections", "max-connections-per-ip", "connection-rate", "trusted-proxies", "publish-rate", "memory-watermark",
-					"max-streams-per-connection", "max-replay-events", "max-replay-bytes", "max-history-streams", "max-history-bytes", "max-stream-history-bytes"} {
+					"max-streams-per-connection", "max-replay-events", "max-replay-bytes", "max-history-streams", "max-history-bytes", "max-stream-history-bytes",
+					"allowed-streams", "write-timeout", "max-body-bytes"} {
 					if v, ok := r.flag(f); ok {
 						t.Errorf("--%s=%s set by default, want the binary's default", f, v)
 					}
@@ -377,6 +378,28 @@ func TestTemplate(t *testing.T) {
 					if got, ok := r.flag(f); !ok || got != want {
 						t.Errorf("--%s=%q (set %v), want %q", f, got, ok, want)
 					}
+				}
+			},
+		},
+		{
+			name: "allowed streams, write timeout, body size and log format", release: "sser", fullname: "sser",
+			args: []string{"--set-json", `sser.allowedStreams=["public/*","users/*/inbox","[a-c]?"]`, "--set", "sser.writeTimeout=30s",
+				"--set-json", "sser.maxBodyBytes=8388608", "--set", "sser.logFormat=text"},
+			check: func(t *testing.T, r rendered) {
+				for f, want := range map[string]string{
+					"allowed-streams": "public/*,users/*/inbox,[a-c]?", "write-timeout": "30s", "max-body-bytes": "8388608", "log-format": "text",
+				} {
+					if got, ok := r.flag(f); !ok || got != want {
+						t.Errorf("--%s=%q (set %v), want %q", f, got, ok, want)
+					}
+				}
+			},
+		},
+		{
+			name: "logs are JSON by default", release: "sser", fullname: "sser",
+			check: func(t *testing.T, r rendered) {
+				if got, _ := r.flag("log-format"); got != "json" {
+					t.Errorf("--log-format=%q, want json", got)
 				}
 			},
 		},
