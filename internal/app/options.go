@@ -138,7 +138,7 @@ func NewOptions() *Options {
 		DrainWindow:             10 * time.Second,
 		ShutdownTimeout:         5 * time.Second,
 		LogLevel:                "info",
-		LogFormat:               "json",
+		LogFormat:               "auto",
 		DemoPage:                true,
 		Auth:                    newAuthOptions(),
 	}
@@ -186,7 +186,7 @@ func (e *envFlags) dur(p *time.Duration, name, env, u string) {
 	if v, ok := e.lookup(name, env); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			e.errs = append(e.errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: %s", env, v, durationHint(v)))
 		} else {
 			*p = d
 		}
@@ -347,8 +347,8 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	// Lifecycle and logs.
 	e.dur(&o.DrainWindow, "drain-window", "SSER_DRAIN_WINDOW", "on SIGTERM, close subscribers at random moments over this window before exiting")
 	e.dur(&o.ShutdownTimeout, "shutdown-timeout", "SSER_SHUTDOWN_TIMEOUT", "after the drain, how long the listeners get to close")
-	e.str(&o.LogLevel, "log-level", "SSER_LOG_LEVEL", "info or debug")
-	e.str(&o.LogFormat, "log-format", "SSER_LOG_FORMAT", "json or text")
+	e.str(&o.LogLevel, "log-level", "SSER_LOG_LEVEL", "debug, info, warn or error")
+	e.str(&o.LogFormat, "log-format", "SSER_LOG_FORMAT", "json, text, or auto (text on a terminal, else json)")
 	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo page at / on the frontend")
 	// Subscriber authentication (secrets from files or variables).
 	o.Auth.flags(e)
@@ -464,12 +464,12 @@ func (o *Options) Validate() []error {
 	if o.PeerToken != "" && o.PeerToken == o.PublishToken {
 		errs = append(errs, errors.New("--peer-token and --publish-token must differ: a publisher must not be able to pose as a peer"))
 	}
-	if o.LogLevel != "info" && o.LogLevel != "debug" {
-		errs = append(errs, fmt.Errorf("--log-level %q: want info or debug", o.LogLevel))
+	if _, ok := logLevels[o.LogLevel]; !ok {
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel))
 	}
 	errs = append(errs, o.Auth.validate()...)
-	if o.LogFormat != "json" && o.LogFormat != "text" {
-		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", o.LogFormat))
+	if o.LogFormat != "json" && o.LogFormat != "text" && o.LogFormat != "auto" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want json, text or auto", o.LogFormat))
 	}
 	return errs
 }

@@ -245,11 +245,18 @@ func TestMainUsage(t *testing.T) {
 		code int
 		out  string
 	}{
-		{[]string{"help"}, 0, "sser pub"},
+		{[]string{"help"}, 0, "pub "},
+		{[]string{"--help"}, 0, "sub "},
+		{[]string{"-h"}, 0, "version "},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 		{[]string{"serve", "--peer-finder=dns"}, 1, "--peer-finder"},
-		{[]string{"serve", "--no-such-flag"}, 2, "flag provided but not defined"},
+		{[]string{"serve", "--no-such-flag"}, 2, "sser serve: unknown flag --no-such-flag\nRun \"sser serve --help\" for the flags.\n"},
+		{[]string{"serve", "--hartbeat=5s"}, 2, "unknown flag --hartbeat (did you mean --heartbeat?)"},
+		{[]string{"serve", "--heartbeat", "5"}, 2, `invalid value "5" for --heartbeat: a duration has a unit: 500ms, 5s, 1m or 1h30m (5s for seconds)`},
+		{[]string{"serve", "--heartbeat"}, 2, "--heartbeat needs a value"},
 		{[]string{"serve", "extra"}, 1, "unexpected arguments"},
+		{[]string{"pub", "--stream=s", "--retries=-1", "x"}, 2, "--retries must not be negative"},
+		{[]string{"version"}, 0, "sser "},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -66,11 +66,6 @@ type pubEvent struct {
 // line of stdin, and returns the first failure with the server's reason.
 func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sser pub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), pubUsage)
-		fs.PrintDefaults()
-	}
 	defURL := "http://localhost:7000"
 	if v := os.Getenv("SSER_URL"); v != "" {
 		defURL = v
@@ -86,35 +81,23 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	token := fs.String("token", defToken, "the publish token, when the replicas require one [SSER_PUBLISH_TOKEN, else SSER_INTERNAL_TOKEN]")
 	key := fs.String("idempotency-key", "", "sent as the Idempotency-Key header, so a retried publish is applied once (1-128 printable ASCII characters; from stdin, the n-th event gets <key>.<n>)")
 	retries := fs.Int("retries", 3, "how many times to retry a publish answered 503 with Retry-After")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+	if err := parseFlags(fs, args, stdout, pubUsage); err != nil {
+		return err
 	}
 	if *stream == "" {
-		fmt.Fprintln(stderr, pubErrNoStream)
-		fs.Usage()
-		return fmt.Errorf("%w: %w", errUsage, pubErrNoStream)
+		return &usageError{msg: pubErrNoStream.Error()}
 	}
 	endpoint, err := pubEndpoint(*rawURL)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		fs.Usage()
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return &usageError{msg: err.Error()}
 	}
 	if *key != "" {
 		if err := checkIdempotencyKey(*key); err != nil {
-			fmt.Fprintln(stderr, err)
-			fs.Usage()
-			return fmt.Errorf("%w: %w", errUsage, err)
+			return &usageError{msg: err.Error()}
 		}
 	}
 	if *retries < 0 {
-		err := fmt.Errorf("sser: --retries must not be negative, got %d", *retries)
-		fmt.Fprintln(stderr, err)
-		fs.Usage()
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return &usageError{msg: fmt.Sprintf("--retries must not be negative, got %d", *retries)}
 	}
 	p := &pubClient{url: endpoint, timeout: *timeout, token: *token, retries: *retries, hc: &http.Client{}, sleep: sleepCtx}
 	defer p.hc.CloseIdleConnections()

@@ -136,9 +136,6 @@ func TestRunPub(t *testing.T) {
 				if !errors.Is(err, errUsage) {
 					t.Fatalf("err = %v, want a usage error", err)
 				}
-				if !strings.Contains(stderr.String(), "Usage: sser pub") {
-					t.Fatalf("no usage text in %q", stderr.String())
-				}
 				return
 			case tt.wantErr != "":
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -212,7 +209,7 @@ func TestRunPubIdempotencyKey(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			if tt.wantUsage {
-				if !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "--idempotency-key") {
+				if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--idempotency-key") {
 					t.Fatalf("err = %v, stderr %q: want a usage error naming the key", err, stderr.String())
 				}
 				if len(keys) != 0 {
@@ -507,7 +504,7 @@ func TestRunSubStops(t *testing.T) {
 			var stderr bytes.Buffer
 			err := RunSub(t.Context(), append([]string{"--url", srv.URL}, tt.args...), io.Discard, &stderr)
 			if tt.wantUsage {
-				if !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), tt.wantStderr) {
+				if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.wantStderr) {
 					t.Fatalf("err = %v, stderr %q", err, stderr.String())
 				}
 				return

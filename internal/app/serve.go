@@ -24,13 +24,9 @@ import (
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := NewOptions()
 	fs := flag.NewFlagSet("sser serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	errs := o.Flags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args, stdout, serveUsage); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))

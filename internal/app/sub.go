@@ -53,11 +53,6 @@ type subJSONEvent struct {
 // error that retrying cannot fix, such as a bad stream name).
 func RunSub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sser sub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), subUsage)
-		fs.PrintDefaults()
-	}
 	rawURL := fs.String("url", "http://localhost:8000", "frontend address of sser, or the full events URL")
 	var streams []string
 	fs.Func("stream", "stream to subscribe to (repeat for several)", func(s string) error {
@@ -68,22 +63,15 @@ func RunSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	asJSON := fs.Bool("json", false, "print one JSON object per event")
 	readTimeout := fs.Duration("read-timeout", 45*time.Second, "reconnect when nothing, not even a heartbeat, arrives for this long (0: never)")
 	count := fs.Int("count", 0, "exit after this many events (0: run until interrupted)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+	if err := parseFlags(fs, args, stdout, subUsage); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected arguments: %q\n", fs.Args())
-		fs.Usage()
-		return fmt.Errorf("%w: unexpected arguments", errUsage)
+		return &usageError{msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	eventsURL, err := subURL(*rawURL, streams)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		fs.Usage()
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return &usageError{msg: err.Error()}
 	}
 
 	out := &subPrinter{w: stdout, json: *asJSON}

@@ -53,33 +53,20 @@ type repeated []string
 func (r *repeated) String() string     { return strings.Join(*r, ",") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
-func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-func parseOnly(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+// parseOnly parses flags of a command that takes no arguments.
+func parseOnly(fs *flag.FlagSet, args []string, stdout io.Writer, usage string) error {
+	if err := parseFlags(fs, args, stdout, usage); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected arguments %q\n", fs.Args())
-		return errUsage
+		return &usageError{msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	return nil
 }
 
 // RunToken is `sser token`.
 func RunToken(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("sser token", tokenUsage, stderr)
+	fs := flag.NewFlagSet("sser token", flag.ContinueOnError)
 	secretFile := fs.String("secret-file", os.Getenv("SSER_AUTH_JWT_HS256_SECRET_FILE"), "file holding the HS256 secret")
 	sub := fs.String("sub", "dev", "subject (sub claim)")
 	var streams, publish repeated
@@ -89,7 +76,7 @@ func RunToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	iss := fs.String("iss", "", "issuer (iss claim)")
 	aud := fs.String("aud", "", "audience (aud claim)")
 	kid := fs.String("kid", "", "key id (kid header)")
-	if err := parseOnly(fs, args); err != nil {
+	if err := parseOnly(fs, args, stdout, tokenUsage); err != nil {
 		return err
 	}
 	if *ttl <= 0 {
@@ -125,7 +112,7 @@ func RunToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 
 // RunTicket is `sser ticket`.
 func RunTicket(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("sser ticket", ticketUsage, stderr)
+	fs := flag.NewFlagSet("sser ticket", flag.ContinueOnError)
 	defURL := "http://localhost:7000"
 	if v := os.Getenv("SSER_URL"); v != "" {
 		defURL = v
@@ -136,7 +123,7 @@ func RunTicket(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var streams repeated
 	fs.Var(&streams, "stream", "stream name or pattern the ticket grants (repeatable, at least one)")
 	ttl := fs.Duration("ttl", auth.DefaultTicketTTL, "lifetime")
-	if err := parseOnly(fs, args); err != nil {
+	if err := parseOnly(fs, args, stdout, ticketUsage); err != nil {
 		return err
 	}
 	if len(streams) == 0 {
