@@ -67,6 +67,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"auth typo", "auth.jwt.issuers=x", "issuers"},
 		{"JWKS refresh not a duration", "auth.jwt.jwksURL=https://id.example.com/jwks,auth.jwt.jwksRefresh=hourly", "jwksRefresh"},
 		{"cookie name with a space", "auth.cookie=my cookie", "cookie"},
+		{"grace period as a duration", "terminationGracePeriodSeconds=60s", "terminationGracePeriodSeconds"},
+		{"negative grace period", "terminationGracePeriodSeconds=-1", "terminationGracePeriodSeconds"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,21 +105,27 @@ func TestSchemaRejectsStreamTemplatesWithoutJWT(t *testing.T) {
 // TestTemplateRejectsInconsistentValues covers checks the schema cannot
 // express, done in the templates with fail.
 func TestTemplateRejectsInconsistentValues(t *testing.T) {
+	set := func(s string) []string { return []string{"--set", s} }
+	setJSON := func(s string) []string { return []string{"--set-json", s} }
 	tests := []struct {
 		name string
-		set  string
+		args []string
 		want string
 	}{
-		{"max below min", "autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=2", "maxReplicas"},
-		{"no HPA metric", "autoscaling.enabled=true,autoscaling.targetCPUUtilizationPercentage=null", "targetCPUUtilizationPercentage"},
-		{"publish token is the generated peer token", "sser.publishToken.existingSecret=sser-peer-token", "publishToken"},
-		{"publish token is the existing peer token", "sser.peerToken.existingSecret=tokens,sser.publishToken.existingSecret=tokens", "publishToken"},
+		{"max below min", set("autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=2"), "maxReplicas"},
+		{"no HPA metric", set("autoscaling.enabled=true,autoscaling.targetCPUUtilizationPercentage=null"), "targetCPUUtilizationPercentage"},
+		{"publish token is the generated peer token", set("sser.publishToken.existingSecret=sser-peer-token"), "publishToken"},
+		{"publish token is the existing peer token", set("sser.peerToken.existingSecret=tokens,sser.publishToken.existingSecret=tokens"), "publishToken"},
+		{"grace period below the drain", set("terminationGracePeriodSeconds=24"), "terminationGracePeriodSeconds 24 is shorter"},
+		{"grace period below a drain from extraArgs", append(set("terminationGracePeriodSeconds=60"), setJSON(`sser.extraArgs=["--drain-window=2m"]`)...), "drain window 120s"},
+		{"drain window in extraArgs not a duration", setJSON(`sser.extraArgs=["--drain-window=soon"]`), "--drain-window"},
+		{"shutdown timeout in extraArgs not a duration", setJSON(`sser.extraArgs=["--shutdown-timeout","5"]`), "--shutdown-timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Template(t, "sser", "sser-test", "--set", tc.set)
+			_, err := Template(t, "sser", "sser-test", tc.args...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("--set %s: got %v, want an error naming %s", tc.set, err, tc.want)
+				t.Fatalf("%q: got %v, want an error naming %s", tc.args, err, tc.want)
 			}
 		})
 	}

@@ -622,6 +622,37 @@ func TestTemplate(t *testing.T) {
 			},
 		},
 		{
+			name: "grace period follows a drain window and shutdown timeout given in extraArgs", release: "sser", fullname: "sser",
+			args: []string{"--set-json", `sser.extraArgs=["--drain-window=1m30s","--shutdown-timeout=2500ms"]`},
+			check: func(t *testing.T, r rendered) {
+				// The last flag wins in sser, so these are what it runs with.
+				if got := r.durationFlag(t, "drain-window"); got != 90*time.Second {
+					t.Errorf("--drain-window %s, want 1m30s from extraArgs", got)
+				}
+				if got := r.grace(t); got != 5+90+3+5 {
+					t.Errorf("grace %d, want preStop 5 + drain 90 + shutdown 3 (2.5 rounded up) + margin 5 = 103", got)
+				}
+			},
+		},
+		{
+			name: "grace period follows a drain window given as two extraArgs", release: "sser", fullname: "sser",
+			args: []string{"--set-json", `sser.extraArgs=["--drain-window","45s","-shutdown-timeout=1h"]`},
+			check: func(t *testing.T, r rendered) {
+				if got := r.grace(t); got != 5+45+3600+5 {
+					t.Errorf("grace %d, want preStop 5 + drain 45 + shutdown 3600 + margin 5 = 3655", got)
+				}
+			},
+		},
+		{
+			name: "terminationGracePeriodSeconds may raise the grace period", release: "sser", fullname: "sser",
+			args: []string{"--set", "terminationGracePeriodSeconds=120"},
+			check: func(t *testing.T, r rendered) {
+				if got := r.grace(t); got != 120 {
+					t.Errorf("grace %d, want 120", got)
+				}
+			},
+		},
+		{
 			name: "no preStop pause", release: "sser", fullname: "sser",
 			args: []string{"--set", "preStopSleepSeconds=0"},
 			check: func(t *testing.T, r rendered) {

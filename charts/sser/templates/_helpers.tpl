@@ -106,12 +106,88 @@ Listen address for a port: "<bindAddress>:<port>" (":<port>" binds all interface
 {{- end }}
 
 {{/*
+The value sser.extraArgs gives the flag named .flag ("--flag=v", "-flag=v",
+or "--flag" followed by "v"; the last one wins, as in Go's flag parsing), or
+empty. Called with (dict "args" LIST "flag" NAME).
+*/}}
+{{- define "sser.extraArg" -}}
+{{- $val := "" }}
+{{- $next := false }}
+{{- range .args }}
+{{- $arg := toString . }}
+{{- if $next }}
+{{- $val = $arg }}
+{{- $next = false }}
+{{- else if has $arg (list (printf "--%s" $.flag) (printf "-%s" $.flag)) }}
+{{- $next = true }}
+{{- else if hasPrefix (printf "--%s=" $.flag) $arg }}
+{{- $val = trimPrefix (printf "--%s=" $.flag) $arg }}
+{{- else if hasPrefix (printf "-%s=" $.flag) $arg }}
+{{- $val = trimPrefix (printf "-%s=" $.flag) $arg }}
+{{- end }}
+{{- end }}
+{{- $val }}
+{{- end }}
+
+{{/*
+Whole seconds (rounded up) of a Go duration such as "90s", "1m30s" or
+"2500ms"; fails on anything else. Called with (dict "value" DURATION "what"
+"where it comes from").
+*/}}
+{{- define "sser.durationSeconds" -}}
+{{- $number := "[0-9]+(\\.[0-9]*)?" }}
+{{- $units := "(h|ms|us|µs|ns|m|s)" }}
+{{- if not (regexMatch (printf "^(0|(%s%s)+)$" $number $units) .value) }}
+{{- fail (printf "%s: %q is not a Go duration (such as 30s, 1m30s or 2500ms)" .what .value) }}
+{{- end }}
+{{- $d := .value }}
+{{- $scale := dict "h" 3600.0 "m" 60.0 "s" 1.0 "ms" 0.001 "us" 0.000001 "µs" 0.000001 "ns" 0.000000001 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll (printf "%s%s" $number $units) $d -1 }}
+{{- $n := regexFind (printf "^%s" $number) . }}
+{{- $total = addf $total (mulf (float64 $n) (get $scale (trimPrefix $n .))) }}
+{{- end }}
+{{- ceil $total | int }}
+{{- end }}
+
+{{/*
+The drain window and the shutdown timeout sser really runs with, in seconds:
+a --drain-window or --shutdown-timeout in sser.extraArgs comes after the
+chart's own flag and wins over sser.drainWindowSeconds and
+sser.shutdownTimeoutSeconds.
+*/}}
+{{- define "sser.drainSeconds" -}}
+{{- with include "sser.extraArg" (dict "args" .Values.sser.extraArgs "flag" "drain-window") }}
+{{- include "sser.durationSeconds" (dict "value" . "what" "sser.extraArgs --drain-window") }}
+{{- else }}
+{{- int .Values.sser.drainWindowSeconds }}
+{{- end }}
+{{- end }}
+
+{{- define "sser.shutdownSeconds" -}}
+{{- with include "sser.extraArg" (dict "args" .Values.sser.extraArgs "flag" "shutdown-timeout") }}
+{{- include "sser.durationSeconds" (dict "value" . "what" "sser.extraArgs --shutdown-timeout") }}
+{{- else }}
+{{- int .Values.sser.shutdownTimeoutSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
 terminationGracePeriodSeconds: the preStop pause, then the drain window over
 which subscribers are closed, then the HTTP shutdown timeout, plus a margin,
-so SIGKILL never cuts a drain short.
+so SIGKILL never cuts a drain short. A terminationGracePeriodSeconds value
+may raise it, never lower it.
 */}}
 {{- define "sser.terminationGracePeriodSeconds" -}}
-{{- add (int .Values.preStopSleepSeconds) (int .Values.sser.drainWindowSeconds) (int .Values.sser.shutdownTimeoutSeconds) (int .Values.terminationGraceMarginSeconds) }}
+{{- $need := add (int .Values.preStopSleepSeconds) (include "sser.drainSeconds" . | int) (include "sser.shutdownSeconds" . | int) (int .Values.terminationGraceMarginSeconds) }}
+{{- $set := .Values.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $set }}
+{{- $need }}
+{{- else if lt (int64 $set) (int64 $need) }}
+{{- fail (printf "terminationGracePeriodSeconds %d is shorter than the shutdown needs: preStopSleepSeconds %d + drain window %ds + shutdown timeout %ds + terminationGraceMarginSeconds %d = %d; raise it or leave it empty" (int64 $set) (int .Values.preStopSleepSeconds) (include "sser.drainSeconds" . | int) (include "sser.shutdownSeconds" . | int) (int .Values.terminationGraceMarginSeconds) $need) }}
+{{- else }}
+{{- int64 $set }}
+{{- end }}
 {{- end }}
 
 {{/*
