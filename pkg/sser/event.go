@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -152,35 +153,28 @@ func decodeEvents(data []byte, maxEvents int) ([]Event, error) {
 	if len(trimmed) == 0 {
 		return nil, fmt.Errorf("%w: empty body; want an Event object or an array of them", ErrInvalidBody)
 	}
-	if err := checkKeys(trimmed); err != nil {
+	keys, err := checkKeys(trimmed)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidBody, err.Error())
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	var events []Event
-	if trimmed[0] == '[' {
-		if err := dec.Decode(&events); err != nil {
-			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
-		}
-		if len(events) == 0 {
-			return nil, fmt.Errorf("%w: empty array", ErrInvalidBody)
-		}
-	} else if trimmed[0] == '{' {
-		var ev Event
-		if err := dec.Decode(&ev); err != nil {
-			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
-		}
-		events = []Event{ev}
-	} else {
-		return nil, fmt.Errorf("%w: want an Event object or an array of them", ErrInvalidBody)
+	events, err := decodeBody(trimmed, false)
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) && typ.Field == "msg" {
+		// msg given as JSON (an object, an array, a number): sent as its
+		// compact JSON text, so a JSON payload need not be escaped twice.
+		events, err = decodeBody(trimmed, true)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: unexpected data after the JSON value", ErrInvalidBody)
+	if err != nil {
+		return nil, err
 	}
 	if maxEvents > 0 && len(events) > maxEvents {
 		return nil, fmt.Errorf("%w: %d events, at most %d", ErrTooManyEvents, len(events), maxEvents)
 	}
 	for i := range events {
 		if err := events[i].Validate(); err != nil {
+			if errors.Is(err, ErrOnlySendNoneEmptyMessages) && i < len(keys) && !keys[i].msg {
+				err = missingMsg(keys[i].unknown)
+			}
 			if len(events) == 1 {
 				return nil, err
 			}
@@ -190,6 +184,103 @@ func decodeEvents(data []byte, maxEvents int) ([]Event, error) {
 	return events, nil
 }
 
+// decodeBody decodes one Event object or an array of them, with nothing
+// after it. With anyMsg, msg may be any JSON value.
+func decodeBody(data []byte, anyMsg bool) ([]Event, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var events []Event
+	switch {
+	case data[0] == '[' && anyMsg:
+		var raw []jsonMsgEvent
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
+		}
+		events = make([]Event, len(raw))
+		for i := range raw {
+			events[i] = raw[i].event()
+		}
+	case data[0] == '[':
+		if err := dec.Decode(&events); err != nil {
+			if anyMsgError(err) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
+		}
+	case data[0] == '{' && anyMsg:
+		var raw jsonMsgEvent
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
+		}
+		events = []Event{raw.event()}
+	case data[0] == '{':
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			if anyMsgError(err) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %s", ErrInvalidBody, jsonErrorText(err))
+		}
+		events = []Event{ev}
+	default:
+		return nil, fmt.Errorf("%w: want an Event object or an array of them", ErrInvalidBody)
+	}
+	if len(events) == 0 {
+		return nil, fmt.Errorf("%w: empty array", ErrInvalidBody)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: unexpected data after the JSON value", ErrInvalidBody)
+	}
+	return events, nil
+}
+
+// anyMsgError is a decoding error that a msg given as JSON explains.
+func anyMsgError(err error) bool {
+	var typ *json.UnmarshalTypeError
+	return errors.As(err, &typ) && typ.Field == "msg"
+}
+
+// jsonMsgEvent is an Event whose msg may be any JSON value.
+type jsonMsgEvent struct {
+	Stream string          `json:"stream"`
+	Msg    json.RawMessage `json:"msg"`
+	Event  string          `json:"event,omitempty"`
+	Origin string          `json:"origin,omitempty"`
+	Seq    uint64          `json:"seq,omitempty"`
+}
+
+func (j *jsonMsgEvent) event() Event {
+	ev := Event{Stream: j.Stream, Event: j.Event, Origin: j.Origin, Seq: j.Seq}
+	switch {
+	case len(j.Msg) == 0 || string(j.Msg) == "null":
+	case j.Msg[0] == '"':
+		_ = json.Unmarshal(j.Msg, &ev.Msg)
+	default:
+		var b bytes.Buffer
+		if json.Compact(&b, j.Msg) == nil {
+			ev.Msg = b.String()
+		}
+	}
+	return ev
+}
+
+// missingMsg says an event has no msg, naming the keys it had instead.
+func missingMsg(unknown []string) error {
+	if len(unknown) == 0 {
+		return fmt.Errorf("%w: the event has no \"msg\" (its data)", ErrOnlySendNoneEmptyMessages)
+	}
+	q := make([]string, len(unknown))
+	for i, k := range unknown {
+		q[i] = strconv.Quote(k)
+	}
+	return fmt.Errorf("%w: the event has no \"msg\" (its data), and unknown fields %s: did you mean \"msg\"?", ErrOnlySendNoneEmptyMessages, strings.Join(q, ", "))
+}
+
+// eventKeysSeen is what checkKeys saw of one event object's keys.
+type eventKeysSeen struct {
+	msg     bool
+	unknown []string
+}
+
 // eventKeys are the JSON keys of an Event, spelled exactly.
 var eventKeys = []string{"stream", "msg", "event", "origin", "seq"}
 
@@ -197,12 +288,16 @@ var eventKeys = []string{"stream", "msg", "event", "origin", "seq"}
 // object: a key given twice (the last would win) and a known key in another
 // case ("Stream" would fill stream). Unknown keys stay allowed, as do
 // nested values of unknown keys.
-func checkKeys(data []byte) error {
+//
+// It returns, for each event object in order, whether it has msg and the
+// keys it has that an Event does not.
+func checkKeys(data []byte) ([]eventKeysSeen, error) {
 	type frame struct {
 		obj, wantKey, event bool
 		seen                map[string]bool
 	}
 	var stack []frame
+	var out []eventKeysSeen
 	valueDone := func() {
 		if n := len(stack); n > 0 && stack[n-1].obj {
 			stack[n-1].wantKey = true
@@ -212,7 +307,7 @@ func checkKeys(data []byte) error {
 	for {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil // malformed JSON is reported by the decoder proper
+			return out, nil // malformed JSON is reported by the decoder proper
 		}
 		switch t := tok.(type) {
 		case json.Delim:
@@ -221,21 +316,24 @@ func checkKeys(data []byte) error {
 				// An event object is the top value, or an element of a top array.
 				event := len(stack) == 0 || (len(stack) == 1 && !stack[0].obj)
 				stack = append(stack, frame{obj: true, wantKey: true, event: event, seen: make(map[string]bool, 5)})
+				if event {
+					out = append(out, eventKeysSeen{})
+				}
 			case '[':
 				stack = append(stack, frame{})
 			default:
 				if len(stack) == 0 {
-					return nil
+					return out, nil
 				}
 				stack = stack[:len(stack)-1]
 				if len(stack) == 0 {
-					return nil
+					return out, nil
 				}
 				valueDone()
 			}
 		case string:
 			if len(stack) == 0 {
-				return nil // not an object or array: the decoder proper says so
+				return out, nil // not an object or array: the decoder proper says so
 			}
 			top := &stack[len(stack)-1]
 			if top.obj && top.wantKey {
@@ -243,15 +341,24 @@ func checkKeys(data []byte) error {
 				if !top.event {
 					continue
 				}
+				known := false
 				for _, k := range eventKeys {
 					if t != k && strings.EqualFold(t, k) {
-						return fmt.Errorf("key %q: keys are case-sensitive, did you mean %q?", t, k)
+						return nil, fmt.Errorf("key %q: keys are case-sensitive, did you mean %q?", t, k)
 					}
+					known = known || t == k
 				}
 				if top.seen[t] {
-					return fmt.Errorf("key %q given twice", t)
+					return nil, fmt.Errorf("key %q given twice", t)
 				}
 				top.seen[t] = true
+				ks := &out[len(out)-1]
+				switch {
+				case t == "msg":
+					ks.msg = true
+				case !known && len(ks.unknown) < 8:
+					ks.unknown = append(ks.unknown, t)
+				}
 				continue
 			}
 			valueDone()

@@ -52,6 +52,11 @@ func TestDecodeEvents(t *testing.T) {
 		{"not an object", `"hello"`, 0, nil, ErrInvalidBody},
 		{"number", `42`, 0, nil, ErrInvalidBody},
 		{"wrong type", `{"stream":1,"msg":"m"}`, 0, nil, ErrInvalidBody},
+		{"msg as a JSON object", `{"stream":"s","msg": {"price": 1.5, "tags": ["a", "b"]}}`, 0, []Event{{Stream: "s", Msg: `{"price":1.5,"tags":["a","b"]}`}}, nil},
+		{"msg as JSON in a batch", `[{"stream":"s","msg":[1, 2]},{"stream":"s","msg":"text"},{"stream":"s","msg":42},{"stream":"s","msg":true}]`, 0,
+			[]Event{{Stream: "s", Msg: "[1,2]"}, {Stream: "s", Msg: "text"}, {Stream: "s", Msg: "42"}, {Stream: "s", Msg: "true"}}, nil},
+		{"msg null", `{"stream":"s","msg":null}`, 0, nil, ErrOnlySendNoneEmptyMessages},
+		{"msg as JSON with a bad stream", `{"stream":"a b","msg":{}}`, 0, nil, ErrInvalidStreamName},
 		{"trailing data", `{"stream":"s","msg":"m"} {"stream":"s","msg":"m"}`, 0, nil, ErrInvalidBody},
 		{"missing stream", `{"msg":"m"}`, 0, nil, ErrStreamNameRequired},
 		{"bad stream", `{"stream":"a b","msg":"m"}`, 0, nil, ErrInvalidStreamName},
@@ -105,6 +110,21 @@ func TestDecodeEventsIsStrictAboutKeys(t *testing.T) {
 		_, err := decodeEvents([]byte(tt.body), 0)
 		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
 			t.Errorf("decodeEvents(%s) = %v, want an error with %q", tt.body, err, tt.err)
+		}
+	}
+}
+
+// A body without msg names the fields it has instead, so a misspelt
+// "message" is not answered "only non-empty messages can be sent".
+func TestMissingMsgNamesUnknownFields(t *testing.T) {
+	for _, tt := range []struct{ body, want string }{
+		{`{"stream":"s","message":"hello"}`, `unknown fields "message": did you mean "msg"?`},
+		{`[{"stream":"s","msg":"ok"},{"stream":"s","data":"x","text":"y"}]`, `event 1: sser: only non-empty messages can be sent: the event has no "msg" (its data), and unknown fields "data", "text"`},
+		{`{"stream":"s"}`, `the event has no "msg" (its data)`},
+	} {
+		_, err := decodeEvents([]byte(tt.body), 0)
+		if !errors.Is(err, ErrOnlySendNoneEmptyMessages) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want it to say %q", tt.body, err, tt.want)
 		}
 	}
 }
