@@ -222,6 +222,13 @@ func checkInvariants(t *testing.T, r rendered) {
 
 	checkHardened(t, d.Spec.Template.Spec.SecurityContext, r.sser.SecurityContext)
 
+	// A topology spread constraint with no labelSelector counts no pods.
+	for i, c := range d.Spec.Template.Spec.TopologySpreadConstraints {
+		if c.LabelSelector == nil {
+			t.Errorf("topology spread constraint %d (%s) has no labelSelector", i, c.TopologyKey)
+		}
+	}
+
 	// RBAC binds the pods' own ServiceAccount to a pods-only, read-only Role.
 	if rb := Find(r.objs, "RoleBinding", r.fullname); rb != nil {
 		binding := As[rbacv1.RoleBinding](t, rb)
@@ -761,6 +768,25 @@ func TestTemplate(t *testing.T) {
 				aff := r.deploy.Spec.Template.Spec.Affinity
 				if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
 					t.Errorf("affinity %+v, want one required anti-affinity term", aff)
+				}
+			},
+		},
+		{
+			name: "topology spread constraints count the release's pods unless told otherwise", release: "shop", fullname: "shop-sser",
+			args: []string{"--set-json", `topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"topology.kubernetes.io/zone","whenUnsatisfiable":"ScheduleAnyway"},` +
+				`{"maxSkew":2,"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"tier":"edge"}},"matchLabelKeys":["pod-template-hash"]}]`},
+			check: func(t *testing.T, r rendered) {
+				tsc := r.deploy.Spec.Template.Spec.TopologySpreadConstraints
+				if len(tsc) != 2 {
+					t.Fatalf("%d topology spread constraints, want 2", len(tsc))
+				}
+				if tsc[0].TopologyKey != "topology.kubernetes.io/zone" || tsc[0].LabelSelector == nil ||
+					!maps.Equal(tsc[0].LabelSelector.MatchLabels, r.deploy.Spec.Selector.MatchLabels) || len(tsc[0].LabelSelector.MatchExpressions) != 0 {
+					t.Errorf("first constraint %+v, want the zone spread of the release's pods %v", tsc[0], r.deploy.Spec.Selector.MatchLabels)
+				}
+				if tsc[1].LabelSelector == nil || !maps.Equal(tsc[1].LabelSelector.MatchLabels, map[string]string{"tier": "edge"}) ||
+					!slices.Equal(tsc[1].MatchLabelKeys, []string{"pod-template-hash"}) || tsc[1].MaxSkew != 2 {
+					t.Errorf("second constraint %+v, want it as given", tsc[1])
 				}
 			},
 		},
