@@ -81,6 +81,7 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	token := fs.String("token", defToken, "the publish token, when the replicas require one [SSER_PUBLISH_TOKEN, else SSER_INTERNAL_TOKEN]")
 	key := fs.String("idempotency-key", "", "sent as the Idempotency-Key header, so a retried publish is applied once (1-128 printable ASCII characters; from stdin, the n-th event gets <key>.<n>)")
 	retries := fs.Int("retries", 3, "how many times to retry a publish answered 503 with Retry-After")
+	quiet := fs.Bool("quiet", false, "print nothing on success")
 	if err := parseFlags(fs, args, stdout, pubUsage); err != nil {
 		return err
 	}
@@ -102,8 +103,16 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	p := &pubClient{url: endpoint, timeout: *timeout, token: *token, retries: *retries, hc: &http.Client{}, sleep: sleepCtx}
 	defer p.hc.CloseIdleConnections()
 
+	var sum pubSummary
+	defer func() {
+		if !*quiet {
+			sum.print(stderr, *stream)
+		}
+	}()
 	if fs.NArg() > 0 {
-		return p.publish(ctx, pubEvent{Stream: *stream, Msg: strings.Join(fs.Args(), " "), Event: *event}, *key)
+		ans, err := p.publish(ctx, pubEvent{Stream: *stream, Msg: strings.Join(fs.Args(), " "), Event: *event}, *key)
+		sum.add(ans)
+		return err
 	}
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 0, 64<<10), pubMaxLine)
@@ -118,9 +127,11 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		if *key != "" {
 			k = fmt.Sprintf("%s.%d", *key, n)
 		}
-		if err := p.publish(ctx, pubEvent{Stream: *stream, Msg: line, Event: *event}, k); err != nil {
+		ans, err := p.publish(ctx, pubEvent{Stream: *stream, Msg: line, Event: *event}, k)
+		if err != nil {
 			return fmt.Errorf("line %d: %w", n, err)
 		}
+		sum.add(ans)
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("reading stdin: %w", err)
@@ -180,35 +191,81 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // with Retry-After means the replica took nothing (it is draining or
 // holding publishers back), so it is retried after the wait it asks for,
 // at most p.retries times.
-func (p *pubClient) publish(ctx context.Context, ev pubEvent, key string) error {
+func (p *pubClient) publish(ctx context.Context, ev pubEvent, key string) (pubAnswer, error) {
 	body, err := json.Marshal(ev)
 	if err != nil {
-		return err
+		return pubAnswer{}, err
 	}
 	if key != "" {
 		if err := checkIdempotencyKey(key); err != nil {
-			return err
+			return pubAnswer{}, err
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		wait, err := p.post(ctx, body, key)
+		ans, wait, err := p.post(ctx, body, key)
 		if wait < 0 || attempt >= p.retries {
-			return err
+			return ans, err
 		}
 		if serr := p.sleep(ctx, wait); serr != nil {
-			return fmt.Errorf("%w (while waiting to retry: %w)", err, serr)
+			return pubAnswer{}, fmt.Errorf("%w (while waiting to retry: %w)", err, serr)
 		}
+	}
+}
+
+// pubAnswer is a replica's answer to a publish.
+type pubAnswer struct {
+	Accepted  int    `json:"accepted"`
+	Origin    string `json:"origin"`
+	First     uint64 `json:"first"`
+	Last      uint64 `json:"last"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// pubSummary is what a run of sser pub published, told at the end.
+type pubSummary struct {
+	events, dups int
+	origin       string
+	first, last  uint64
+}
+
+func (s *pubSummary) add(a pubAnswer) {
+	if a.Accepted == 0 {
+		return
+	}
+	if a.Duplicate {
+		s.dups += a.Accepted
+		return
+	}
+	if s.events == 0 || a.Origin != s.origin {
+		s.origin, s.first = a.Origin, a.First
+	}
+	s.events += a.Accepted
+	s.last = a.Last
+}
+
+func (s *pubSummary) print(w io.Writer, stream string) {
+	if s.events == 0 && s.dups == 0 {
+		return
+	}
+	switch {
+	case s.events == 1:
+		fmt.Fprintf(w, "published 1 event to stream %s (origin %s, seq %d)\n", stream, s.origin, s.first)
+	case s.events > 1:
+		fmt.Fprintf(w, "published %d events to stream %s (origin %s, seqs %d-%d)\n", s.events, stream, s.origin, s.first, s.last)
+	}
+	if s.dups > 0 {
+		fmt.Fprintf(w, "%d already published with the same idempotency key: not published again\n", s.dups)
 	}
 }
 
 // post makes one attempt. When the answer may be retried (503 with
 // Retry-After), wait is how long to wait first; otherwise it is negative.
-func (p *pubClient) post(ctx context.Context, body []byte, key string) (wait time.Duration, err error) {
+func (p *pubClient) post(ctx context.Context, body []byte, key string) (ans pubAnswer, wait time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
 	if err != nil {
-		return -1, err
+		return ans, -1, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if p.token != "" {
@@ -219,12 +276,13 @@ func (p *pubClient) post(ctx context.Context, body []byte, key string) (wait tim
 	}
 	resp, err := p.hc.Do(req)
 	if err != nil {
-		return -1, fmt.Errorf("publish to %s: %w", p.url, err)
+		return ans, -1, fmt.Errorf("publish to %s: %w", p.url, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 == 2 {
-		return -1, nil
+		_ = json.Unmarshal(b, &ans)
+		return ans, -1, nil
 	}
 	wait = -1
 	if resp.StatusCode == http.StatusServiceUnavailable {
@@ -242,7 +300,7 @@ func (p *pubClient) post(ctx context.Context, body []byte, key string) (wait tim
 	if reason == "" {
 		reason = "(no reason given)"
 	}
-	return wait, fmt.Errorf("publish to %s: %s: %s", p.url, resp.Status, reason)
+	return ans, wait, fmt.Errorf("publish to %s: %s: %s", p.url, resp.Status, reason)
 }
 
 // parseRetryAfter reads a Retry-After value: delay seconds or an HTTP date.

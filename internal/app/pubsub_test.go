@@ -312,7 +312,7 @@ func TestPubWaitsAsTold(t *testing.T) {
 	var waits []time.Duration
 	p := &pubClient{url: srv.URL, timeout: 10 * time.Second, retries: 3, hc: srv.Client(),
 		sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }}
-	if err := p.publish(t.Context(), pubEvent{Stream: "s", Msg: "m"}, ""); err != nil {
+	if _, err := p.publish(t.Context(), pubEvent{Stream: "s", Msg: "m"}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(waits) != fmt.Sprint([]time.Duration{pubMaxRetryAfter, 5 * time.Second}) {
@@ -324,7 +324,7 @@ func TestPubWaitsAsTold(t *testing.T) {
 	n = 0
 	mu.Unlock()
 	p.sleep = func(context.Context, time.Duration) error { return context.Canceled }
-	err := p.publish(t.Context(), pubEvent{Stream: "s", Msg: "m"}, "")
+	_, err := p.publish(t.Context(), pubEvent{Stream: "s", Msg: "m"}, "")
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("err = %v, want the 503 and the cancellation", err)
 	}
@@ -550,6 +550,38 @@ func TestRunSubInterrupted(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "resume with --last-event-id 'o:9'") {
 		t.Fatalf("stderr has no resume hint: %q", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "sser sub: connected to "+srv.URL) {
+		t.Fatalf("stderr does not say it connected: %q", stderr.String())
+	}
+}
+
+// sser pub says what it published, and where.
+func TestRunPubSaysWhatItPublished(t *testing.T) {
+	seq := 4
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seq++
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"accepted":1,"origin":"o1","first":%d,"last":%d}`, seq, seq)
+	}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		args  []string
+		stdin string
+		want  string
+	}{
+		{[]string{"hello"}, "", "published 1 event to stream s (origin o1, seq 5)\n"},
+		{nil, "a\nb\n", "published 2 events to stream s (origin o1, seqs 6-7)\n"},
+		{[]string{"--quiet", "x"}, "", ""},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"--url", srv.URL, "--stream", "s"}, tt.args...)
+		if err := RunPub(t.Context(), args, strings.NewReader(tt.stdin), &stdout, &stderr); err != nil {
+			t.Fatal(err)
+		}
+		if stderr.String() != tt.want || stdout.Len() != 0 {
+			t.Errorf("%q: stderr %q, stdout %q; want %q on stderr", tt.args, stderr.String(), stdout.String(), tt.want)
+		}
 	}
 }
 

@@ -80,9 +80,10 @@ func RunSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		out.enc.SetEscapeHTML(false)
 	}
 	var (
-		mu      sync.Mutex
-		failing bool
-		printed int
+		mu sync.Mutex
+		// connects counts the connections made.
+		connects int
+		printed  int
 	)
 	s, err := client.NewStream(ctx, eventsURL,
 		client.WithLastEventID(*lastID),
@@ -100,19 +101,20 @@ func RunSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		client.WithConnectHandler(func(resp *http.Response) {
 			mu.Lock()
 			defer mu.Unlock()
-			if failing {
+			switch {
+			case connects == 0:
+				fmt.Fprintf(stderr, "sser sub: connected to %s\n", eventsURL)
+			case resp.Header.Get("X-Sser-Resume") == "exact":
+				fmt.Fprintln(stderr, "sser sub: reconnected; resumed after the last event, none missed")
+			case resp.Header.Get("X-Sser-Resume") == "lost":
+				fmt.Fprintln(stderr, "sser sub: reconnected; warning: the server no longer holds every event since the last id; some events were missed")
+			default:
 				fmt.Fprintln(stderr, "sser sub: reconnected")
-				failing = false
 			}
-			if resp.Header.Get("X-Sser-Resume") == "lost" {
-				fmt.Fprintln(stderr, "sser sub: warning: the server no longer holds every event since the last id; some events were missed")
-			}
+			connects++
 		}),
 		client.WithErrorHandler(func(_ context.Context, err error) bool {
 			retry := client.Retryable(err)
-			mu.Lock()
-			failing = true
-			mu.Unlock()
 			if retry {
 				fmt.Fprintf(stderr, "sser sub: %v; reconnecting\n", err)
 			}
