@@ -120,6 +120,22 @@ func TestTemplateRejectsInconsistentValues(t *testing.T) {
 		{"grace period below a drain from extraArgs", append(set("terminationGracePeriodSeconds=60"), setJSON(`sser.extraArgs=["--drain-window=2m"]`)...), "drain window 120s"},
 		{"drain window in extraArgs not a duration", setJSON(`sser.extraArgs=["--drain-window=soon"]`), "--drain-window"},
 		{"shutdown timeout in extraArgs not a duration", setJSON(`sser.extraArgs=["--shutdown-timeout","5"]`), "--shutdown-timeout"},
+		{"static peer finder without peers", set("sser.peerFinder=static"), "sser.peerFinder=static needs sser.peers"},
+		{"peers the finder does not read", set("sser.peers={10.0.0.1,10.0.0.2}"), "sser.peers is read only with sser.peerFinder=static"},
+		{"local peer finder with three replicas", set("sser.peerFinder=local"), "sser.peerFinder=local runs every replica alone"},
+		{"local peer finder that may autoscale", set("sser.peerFinder=local,replicaCount=1,autoscaling.enabled=true,autoscaling.minReplicas=1,autoscaling.maxReplicas=4"), "up to 4 replicas"},
+		{"kubernetes peer finder without the token", set("serviceAccount.automount=false"), "serviceAccount.automount=false"},
+		{"auto peer finder without the token", set("sser.peerFinder=auto,serviceAccount.automount=false"), "serviceAccount.automount=false"},
+		{"one port for both listeners", set("sser.internalPort=8000"), "both 8000"},
+		{"loopback bind address", set("sser.bindAddress=127.0.0.1"), "loopback"},
+		{"IPv6 loopback bind address", set("sser.bindAddress=[::1]"), "loopback"},
+		{"node port on a ClusterIP Service", set("service.nodePort=30080"), "service.nodePort"},
+		{"CPU target without a CPU request", set("autoscaling.enabled=true,resources.requests.cpu=null"), "resources.requests.cpu"},
+		{"memory target without a memory request", set("autoscaling.enabled=true,autoscaling.targetMemoryUtilizationPercentage=80,resources.requests.memory=null"), "resources.requests.memory"},
+		{"PDB that keeps every pod", set("podDisruptionBudget.minAvailable=3"), "podDisruptionBudget.minAvailable=3"},
+		{"PDB that keeps every pod, in percent", set("podDisruptionBudget.minAvailable=100%"), "podDisruptionBudget.minAvailable=100%"},
+		{"PDB that evicts none", set("podDisruptionBudget.maxUnavailable=0"), "podDisruptionBudget.maxUnavailable=0"},
+		{"PDB that keeps the autoscaler's fewest", set("autoscaling.enabled=true,autoscaling.minReplicas=2,podDisruptionBudget.minAvailable=2"), "none of 2 pods"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,5 +144,29 @@ func TestTemplateRejectsInconsistentValues(t *testing.T) {
 				t.Fatalf("%q: got %v, want an error naming %s", tc.args, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestTemplateAcceptsNeighbours renders settings next to the refused ones
+// above, so each check refuses only what cannot work.
+func TestTemplateAcceptsNeighbours(t *testing.T) {
+	for _, set := range []string{
+		"sser.peerFinder=static,sser.peers={10.0.0.1,10.0.0.2}",
+		"sser.peerFinder=local,replicaCount=1",
+		"sser.peerFinder=local,serviceAccount.automount=false,replicaCount=1",
+		"sser.peerFinder=static,sser.peers={10.0.0.1},serviceAccount.automount=false",
+		"sser.bindAddress=$(POD_IP)",
+		"sser.bindAddress=0.0.0.0",
+		"service.type=NodePort,service.nodePort=30080",
+		"autoscaling.enabled=true,autoscaling.targetCPUUtilizationPercentage=null,autoscaling.targetMemoryUtilizationPercentage=80,resources.requests.cpu=null",
+		"podDisruptionBudget.minAvailable=2",
+		"podDisruptionBudget.minAvailable=3,replicaCount=4",
+		"podDisruptionBudget.minAvailable=90%",
+		"podDisruptionBudget.maxUnavailable=0,podDisruptionBudget.enabled=false",
+		"podDisruptionBudget.maxUnavailable=0,replicaCount=1",
+	} {
+		if _, err := Template(t, "sser", "sser-test", "--set", set); err != nil {
+			t.Errorf("--set %s: %v", set, err)
+		}
 	}
 }

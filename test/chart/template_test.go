@@ -115,8 +115,9 @@ func checkInvariants(t *testing.T, r rendered) {
 		t.Errorf("pod labels %v do not match the Deployment selector %v", podLabels, sel)
 	}
 
-	// The peer finder must watch exactly the chart's own pods.
-	if finder, _ := r.flag("peer-finder"); finder == "kubernetes" {
+	// The peer finder must watch exactly the chart's own pods (auto is the
+	// kubernetes finder in a pod).
+	if finder, _ := r.flag("peer-finder"); finder == "kubernetes" || finder == "auto" {
 		s, ok := r.flag("selector")
 		if !ok {
 			t.Fatalf("peer finder kubernetes without --selector: %q", r.sser.Args)
@@ -749,6 +750,17 @@ func TestTemplate(t *testing.T) {
 				}
 				if got, _ := r.flag("peers"); got != "10.0.0.1,10.0.0.2" {
 					t.Errorf("--peers=%s", got)
+				}
+			},
+		},
+		{
+			name: "auto peer finder watches the release's pods", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.peerFinder=auto"},
+			check: func(t *testing.T, r rendered) {
+				// The binary's own default selector (app.kubernetes.io/name=sser)
+				// would take in every release of the chart in the namespace.
+				if got, _ := r.flag("selector"); got != "app.kubernetes.io/instance=sser,app.kubernetes.io/name=sser" {
+					t.Errorf("--selector=%q", got)
 				}
 			},
 		},
