@@ -23,10 +23,15 @@ verify-manifests: ## Fail when manifests/ is stale against the chart.
 
 verify: helm-lint verify-manifests
 
+.PHONY: test-crds
+test-crds: ## Fetch the ServiceMonitor, PodMonitor, PrometheusRule and HTTPRoute CRDs from the Go module proxy; prints their directory.
+	@hack/test-crds.sh
+
 .PHONY: test-chart
-test-chart: ## Chart tests: lint, template assertions, schema, server-side dry-run and RBAC on envtest.
+test-chart: ## Chart tests: lint, template assertions, schema, server-side dry-run (CRDs included) and RBAC on envtest.
 	SSER_HELM="$${SSER_HELM:-$$(hack/install-helm.sh | tail -n1)}" \
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/envtest-assets.sh | tail -n1)}" \
+	SSER_TEST_CRDS="$${SSER_TEST_CRDS:-$$(hack/test-crds.sh | tail -n1)}" \
 	$(GO) test -race -count=1 ./test/chart/...
 
 .PHONY: e2e-helm

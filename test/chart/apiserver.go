@@ -23,12 +23,13 @@ import (
 )
 
 // StartAPIServer starts a real kube-apiserver and etcd (envtest, RBAC
-// authorization) from KUBEBUILDER_ASSETS and stops them when t ends. It
-// skips (or fails, see RequireReal) when the assets are missing.
-func StartAPIServer(t testing.TB) *rest.Config {
+// authorization) from KUBEBUILDER_ASSETS and stops them when t ends, with
+// the CustomResourceDefinitions in crdDirs installed. It skips (or fails,
+// see RequireReal) when the assets are missing.
+func StartAPIServer(t testing.TB, crdDirs ...string) *rest.Config {
 	t.Helper()
 	assets := EnvtestAssets(t)
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets, CRDDirectoryPaths: crdDirs, ErrorIfCRDPathMissing: len(crdDirs) > 0}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start envtest from %s: %v", assets, err)

@@ -20,8 +20,21 @@ import (
 // the API server's own validation and admission judge them.
 func TestServerSideDryRun(t *testing.T) {
 	Helm(t)
-	cfg := StartAPIServer(t)
+	// The optional objects' kinds (ServiceMonitor, PodMonitor,
+	// PrometheusRule, HTTPRoute) come from their projects' own CRDs.
+	crds := CRDs(t)
+	var crdDirs []string
+	if crds != "" {
+		crdDirs = append(crdDirs, crds)
+	}
+	cfg := StartAPIServer(t, crdDirs...)
 	a := NewApplier(t, cfg)
+	needCRDs := func(t *testing.T) {
+		t.Helper()
+		if crds == "" {
+			RequireReal(t, "SSER_TEST_CRDS not set: run hack/test-crds.sh (or make test-chart)")
+		}
+	}
 
 	chart := func(ns string, args ...string) func(t *testing.T) []*unstructured.Unstructured {
 		return func(t *testing.T) []*unstructured.Unstructured {
@@ -50,6 +63,7 @@ func TestServerSideDryRun(t *testing.T) {
 		objects   func(t *testing.T) []*unstructured.Unstructured
 		wantKinds int // distinct kinds expected, so an empty render cannot pass
 	}{
+		{"chart optional objects", chart("dry-optional", "-f", filepath.Join(RepoRoot(t), "test", "chart", "testdata", "optional-values.yaml")), 10},
 		{"chart defaults", chart("dry-default"), 8},
 		{"chart ci/full-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-full", "-f", ciValues(t, "full-values.yaml"))(t)
@@ -72,6 +86,11 @@ func TestServerSideDryRun(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := tc.objects(t)
+			for _, o := range objs {
+				if g := o.GroupVersionKind().Group; g == "monitoring.coreos.com" || g == "gateway.networking.k8s.io" {
+					needCRDs(t)
+				}
+			}
 			if got := len(Kinds(objs)); got != tc.wantKinds {
 				t.Fatalf("%d kinds rendered (%v), want %d", got, Kinds(objs), tc.wantKinds)
 			}
@@ -118,6 +137,19 @@ func TestServerSideDryRun(t *testing.T) {
 		}
 		if _, err := a.Apply(t, d, true); err == nil || !strings.Contains(err.Error(), "notAField") {
 			t.Fatalf("unknown field: got %v, want strict field validation to name notAField", err)
+		}
+	})
+
+	// The CRDs validate too: the HTTPRoute's own rule refuses a backend
+	// timeout longer than the request's.
+	t.Run("invalid custom resource is rejected", func(t *testing.T) {
+		needCRDs(t)
+		a.EnsureNamespace(t, "dry-invalid")
+		objs := MustTemplate(t, "sser", "dry-invalid", "--set", "httpRoute.enabled=true,httpRoute.timeouts.request=5s,httpRoute.timeouts.backendRequest=10s",
+			"--set-json", `httpRoute.parentRefs=[{"name":"gw"}]`)
+		_, err := a.Apply(t, Find(objs, "HTTPRoute", "sser"), true)
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "backendRequest") {
+			t.Fatalf("backendRequest longer than request: got %v, want Invalid naming backendRequest", err)
 		}
 	})
 }

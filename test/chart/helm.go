@@ -72,6 +72,22 @@ func EnvtestAssets(t testing.TB, binaries ...string) string {
 	return dir
 }
 
+// CRDs returns $SSER_TEST_CRDS, the directory hack/test-crds.sh fills with
+// the CustomResourceDefinitions of the chart's optional objects
+// (ServiceMonitor, PodMonitor, PrometheusRule, HTTPRoute), or "" when it is
+// not set; then a test that needs them calls RequireReal.
+func CRDs(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("SSER_TEST_CRDS")
+	if dir == "" {
+		return ""
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("SSER_TEST_CRDS=%s: %v", dir, err)
+	}
+	return dir
+}
+
 // RepoRoot is the repository's top directory, found from this file's path.
 func RepoRoot(t testing.TB) string {
 	t.Helper()

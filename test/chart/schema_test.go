@@ -68,10 +68,20 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"JWKS refresh not a duration", "auth.jwt.jwksURL=https://id.example.com/jwks,auth.jwt.jwksRefresh=hourly", "jwksRefresh"},
 		{"cookie name with a space", "auth.cookie=my cookie", "cookie"},
 		{"grace period as a duration", "terminationGracePeriodSeconds=60s", "terminationGracePeriodSeconds"},
+		{"Ingress typo", "ingress.enabeld=true", "enabeld"},
+		{"Ingress host as a URL", "ingress.hosts={https://sse.example.com}", "hosts"},
+		{"Ingress path not absolute", "ingress.paths[0].path=events", "path"},
+		{"Ingress path type unknown", "ingress.paths[0].pathType=Regex", "pathType"},
+		{"Ingress timeout as a duration", "ingress.timeoutSeconds=1h", "timeoutSeconds"},
+		{"HTTPRoute typo", "httpRoute.parentRef=gw", "parentRef"},
+		{"HTTPRoute parent without a name", "httpRoute.parentRefs[0].namespace=gw", "name"},
+		{"HTTPRoute timeout not a Gateway API duration", "httpRoute.timeouts.request=1.5h", "request"},
+		{"HTTPRoute timeout typo", "httpRoute.timeouts.idle=1h", "idle"},
 		{"negative grace period", "terminationGracePeriodSeconds=-1", "terminationGracePeriodSeconds"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is its own helm process
 			_, err := Template(t, "sser", "sser-test", "--set", tc.set)
 			if err == nil {
 				t.Fatalf("--set %s rendered; want a schema error", tc.set)
@@ -135,10 +145,12 @@ func TestTemplateRejectsInconsistentValues(t *testing.T) {
 		{"PDB that keeps every pod", set("podDisruptionBudget.minAvailable=3"), "podDisruptionBudget.minAvailable=3"},
 		{"PDB that keeps every pod, in percent", set("podDisruptionBudget.minAvailable=100%"), "podDisruptionBudget.minAvailable=100%"},
 		{"PDB that evicts none", set("podDisruptionBudget.maxUnavailable=0"), "podDisruptionBudget.maxUnavailable=0"},
+		{"HTTPRoute without a Gateway", set("httpRoute.enabled=true"), "httpRoute.parentRefs"},
 		{"PDB that keeps the autoscaler's fewest", set("autoscaling.enabled=true,autoscaling.minReplicas=2,podDisruptionBudget.minAvailable=2"), "none of 2 pods"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is its own helm process
 			_, err := Template(t, "sser", "sser-test", tc.args...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("%q: got %v, want an error naming %s", tc.args, err, tc.want)

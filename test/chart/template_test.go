@@ -803,6 +803,111 @@ func TestTemplate(t *testing.T) {
 			},
 		},
 		{
+			name: "Ingress for subscribers with ingress-nginx's SSE settings", release: "sser", fullname: "sser",
+			args: []string{"--set", "ingress.enabled=true,ingress.className=nginx", "--set-json", `ingress.hosts=["sse.example.com","*.sse.example.com"]`,
+				"--set-json", `ingress.tls=[{"secretName":"sse-tls","hosts":["sse.example.com"]}]`},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"Ingress": 1}))
+				ing := As[networkingv1.Ingress](t, Find(r.objs, "Ingress", "sser"))
+				for k, want := range map[string]string{
+					"nginx.ingress.kubernetes.io/proxy-buffering":    "off",
+					"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+					"nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+				} {
+					if got := ing.Annotations[k]; got != want {
+						t.Errorf("annotation %s=%q, want %q", k, got, want)
+					}
+				}
+				if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != "nginx" {
+					t.Errorf("ingressClassName %v, want nginx", ing.Spec.IngressClassName)
+				}
+				if len(ing.Spec.TLS) != 1 || ing.Spec.TLS[0].SecretName != "sse-tls" {
+					t.Errorf("tls %+v", ing.Spec.TLS)
+				}
+				var hosts []string
+				for _, rule := range ing.Spec.Rules {
+					hosts = append(hosts, rule.Host)
+					wantFrontendBackends(t, r, rule.HTTP)
+				}
+				if !slices.Equal(hosts, []string{"sse.example.com", "*.sse.example.com"}) {
+					t.Errorf("hosts %q", hosts)
+				}
+			},
+		},
+		{
+			name: "Ingress for any host, annotations of the operator's own win", release: "sser", fullname: "sser",
+			args: []string{"--set", "ingress.enabled=true,ingress.timeoutSeconds=600,ingress.annotations.example\\.com/team=rt",
+				"--set-string", "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/proxy-read-timeout=86400"},
+			check: func(t *testing.T, r rendered) {
+				ing := As[networkingv1.Ingress](t, Find(r.objs, "Ingress", "sser"))
+				for k, want := range map[string]string{
+					"nginx.ingress.kubernetes.io/proxy-read-timeout": "86400",
+					"nginx.ingress.kubernetes.io/proxy-send-timeout": "600",
+					"example.com/team": "rt",
+				} {
+					if got := ing.Annotations[k]; got != want {
+						t.Errorf("annotation %s=%q, want %q", k, got, want)
+					}
+				}
+				if ing.Spec.IngressClassName != nil || len(ing.Spec.Rules) != 1 || ing.Spec.Rules[0].Host != "" {
+					t.Fatalf("Ingress spec %+v, want one rule for any host and the default class", ing.Spec)
+				}
+				wantFrontendBackends(t, r, ing.Spec.Rules[0].HTTP)
+			},
+		},
+		{
+			name: "Ingress without the nginx annotations", release: "sser", fullname: "sser",
+			args: []string{"--set", "ingress.enabled=true,ingress.nginxAnnotations=false,ingress.className=traefik"},
+			check: func(t *testing.T, r rendered) {
+				if a := Find(r.objs, "Ingress", "sser").GetAnnotations(); len(a) != 0 {
+					t.Errorf("annotations %v, want none", a)
+				}
+			},
+		},
+		{
+			name: "HTTPRoute to the subscriber Service with no request timeout", release: "sser", fullname: "sser",
+			args: []string{"--set", "httpRoute.enabled=true,service.port=80", "--set-json", `httpRoute.parentRefs=[{"name":"public","namespace":"gateway-system","sectionName":"https"}]`,
+				"--set-json", `httpRoute.hostnames=["sse.example.com"]`},
+			check: func(t *testing.T, r rendered) {
+				wantKinds(t, r, withKinds(map[string]int{"HTTPRoute": 1}))
+				route := Find(r.objs, "HTTPRoute", "sser")
+				if route.GetAPIVersion() != "gateway.networking.k8s.io/v1" {
+					t.Errorf("apiVersion %s", route.GetAPIVersion())
+				}
+				parents, _, _ := unstructured.NestedSlice(route.Object, "spec", "parentRefs")
+				if fmt.Sprint(parents) != "[map[name:public namespace:gateway-system sectionName:https]]" {
+					t.Errorf("parentRefs %v", parents)
+				}
+				if h, _, _ := unstructured.NestedStringSlice(route.Object, "spec", "hostnames"); !slices.Equal(h, []string{"sse.example.com"}) {
+					t.Errorf("hostnames %q", h)
+				}
+				rules, _, _ := unstructured.NestedSlice(route.Object, "spec", "rules")
+				if len(rules) != 1 {
+					t.Fatalf("%d rules, want 1", len(rules))
+				}
+				rule := rules[0].(map[string]any)
+				if got := fmt.Sprint(rule["backendRefs"]); got != "[map[name:sser port:80]]" {
+					t.Errorf("backendRefs %s, want the subscriber Service sser on its port 80", got)
+				}
+				if got := fmt.Sprint(rule["matches"]); got != "[map[path:map[type:PathPrefix value:/]]]" {
+					t.Errorf("matches %s", got)
+				}
+				if got := fmt.Sprint(rule["timeouts"]); got != "map[backendRequest:0s request:0s]" {
+					t.Errorf("timeouts %s, want both off (0s)", got)
+				}
+			},
+		},
+		{
+			name: "HTTPRoute timeouts left to the implementation", release: "sser", fullname: "sser",
+			args: []string{"--set", "httpRoute.enabled=true", "--set-json", `httpRoute.parentRefs=[{"name":"public"}]`, "--set", "httpRoute.timeouts=null"},
+			check: func(t *testing.T, r rendered) {
+				rules, _, _ := unstructured.NestedSlice(Find(r.objs, "HTTPRoute", "sser").Object, "spec", "rules")
+				if _, ok := rules[0].(map[string]any)["timeouts"]; ok {
+					t.Errorf("rule %v has timeouts", rules[0])
+				}
+			},
+		},
+		{
 			name: "no internal Service", release: "sser", fullname: "sser",
 			args: []string{"--set", "internalService.enabled=false"},
 			check: func(t *testing.T, r rendered) {
@@ -841,6 +946,7 @@ func TestTemplate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is its own helm process
 			args := slices.Clone(tc.args)
 			// Relative values files are relative to the chart directory.
 			for i := range args {
@@ -852,6 +958,25 @@ func TestTemplate(t *testing.T) {
 			checkInvariants(t, r)
 			tc.check(t, r)
 		})
+	}
+}
+
+// wantFrontendBackends checks that every path of an Ingress rule goes to the
+// subscriber Service's port.
+func wantFrontendBackends(t *testing.T, r rendered, http *networkingv1.HTTPIngressRuleValue) {
+	t.Helper()
+	if http == nil || len(http.Paths) == 0 {
+		t.Fatal("Ingress rule without paths")
+	}
+	svc := As[corev1.Service](t, Find(r.objs, "Service", r.fullname))
+	for _, p := range http.Paths {
+		b := p.Backend.Service
+		if b == nil || b.Name != svc.Name || b.Port.Name != svc.Spec.Ports[0].Name {
+			t.Errorf("path %s goes to %+v, want Service %s port %s", p.Path, b, svc.Name, svc.Spec.Ports[0].Name)
+		}
+		if p.Path != "/" || p.PathType == nil || *p.PathType != networkingv1.PathTypePrefix {
+			t.Errorf("path %s (%v), want / Prefix", p.Path, p.PathType)
+		}
 	}
 }
 
