@@ -27,11 +27,16 @@ verify: helm-lint verify-manifests
 test-crds: ## Fetch the ServiceMonitor, PodMonitor, PrometheusRule and HTTPRoute CRDs from the Go module proxy; prints their directory.
 	@hack/test-crds.sh
 
+.PHONY: promtool
+promtool: ## Build Prometheus's promtool from the Go module proxy into the tools cache (no-op when present).
+	hack/install-promtool.sh
+
 .PHONY: test-chart
-test-chart: ## Chart tests: lint, template assertions, schema, server-side dry-run (CRDs included) and RBAC on envtest.
+test-chart: ## Chart tests: lint, template assertions, schema, alert rules (promtool), server-side dry-run (CRDs included) and RBAC on envtest.
 	SSER_HELM="$${SSER_HELM:-$$(hack/install-helm.sh | tail -n1)}" \
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/envtest-assets.sh | tail -n1)}" \
 	SSER_TEST_CRDS="$${SSER_TEST_CRDS:-$$(hack/test-crds.sh | tail -n1)}" \
+	SSER_PROMTOOL="$${SSER_PROMTOOL:-$$(hack/install-promtool.sh | tail -n1)}" \
 	$(GO) test -race -count=1 ./test/chart/...
 
 .PHONY: e2e-helm

@@ -63,11 +63,12 @@ func TestServerSideDryRun(t *testing.T) {
 		objects   func(t *testing.T) []*unstructured.Unstructured
 		wantKinds int // distinct kinds expected, so an empty render cannot pass
 	}{
-		{"chart optional objects", chart("dry-optional", "-f", filepath.Join(RepoRoot(t), "test", "chart", "testdata", "optional-values.yaml")), 10},
+		{"chart optional objects", chart("dry-optional", "-f", filepath.Join(RepoRoot(t), "test", "chart", "testdata", "optional-values.yaml")), 13},
+		{"chart PodMonitor", chart("dry-podmonitor", "--set", "metrics.podMonitor.enabled=true,metrics.podMonitor.scrapeTimeout=10s,internalService.enabled=false"), 9},
 		{"chart defaults", chart("dry-default"), 8},
 		{"chart ci/full-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-full", "-f", ciValues(t, "full-values.yaml"))(t)
-		}, 9},
+		}, 14},
 		{"chart ci/minimal-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-minimal", "-f", ciValues(t, "minimal-values.yaml"))(t)
 		}, 2},

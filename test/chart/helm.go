@@ -72,6 +72,23 @@ func EnvtestAssets(t testing.TB, binaries ...string) string {
 	return dir
 }
 
+// Promtool returns Prometheus's promtool: $SSER_PROMTOOL, else promtool on
+// PATH. It skips (or fails, see RequireReal) when there is none.
+func Promtool(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("SSER_PROMTOOL"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("SSER_PROMTOOL=%s: %v", p, err)
+		}
+		return p
+	}
+	if p, err := exec.LookPath("promtool"); err == nil {
+		return p
+	}
+	RequireReal(t, "promtool not found: set SSER_PROMTOOL or run hack/install-promtool.sh")
+	return ""
+}
+
 // CRDs returns $SSER_TEST_CRDS, the directory hack/test-crds.sh fills with
 // the CustomResourceDefinitions of the chart's optional objects
 // (ServiceMonitor, PodMonitor, PrometheusRule, HTTPRoute), or "" when it is

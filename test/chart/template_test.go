@@ -918,7 +918,7 @@ func TestTemplate(t *testing.T) {
 			name: "ci full values", release: "sser", fullname: "sser",
 			args: []string{"-f", "ci/full-values.yaml"},
 			check: func(t *testing.T, r rendered) {
-				wantKinds(t, r, withKinds(map[string]int{"HorizontalPodAutoscaler": 1}))
+				wantKinds(t, r, withKinds(map[string]int{"HorizontalPodAutoscaler": 1, "ServiceMonitor": 1, "PrometheusRule": 1, "ConfigMap": 1, "Ingress": 1, "HTTPRoute": 1}))
 				if got := r.grace(t); got != 10+20+3+7 {
 					t.Errorf("grace %d, want 40", got)
 				}

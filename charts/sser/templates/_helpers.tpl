@@ -257,3 +257,55 @@ Mount path of a credentials volume.
 {{- define "sser.secretDir" -}}
 {{- if eq . "sser-tokens" }}/etc/sser/tokens{{ else }}/etc/sser/auth{{ end }}
 {{- end }}
+
+{{/*
+The scrape endpoint of the ServiceMonitor and the PodMonitor: /metrics on the
+internal port, with the job label set to the full name, so the alerts and
+the dashboard find the replicas the same way whichever monitor scrapes them.
+Called with (dict "root" $ "monitor" VALUES).
+*/}}
+{{- define "sser.scrapeEndpoint" -}}
+{{- $m := .monitor -}}
+port: internal
+path: /metrics
+scheme: http
+{{- with $m.interval }}
+interval: {{ . }}
+{{- end }}
+{{- with $m.scrapeTimeout }}
+scrapeTimeout: {{ . }}
+{{- end }}
+honorLabels: {{ $m.honorLabels }}
+relabelings:
+  - action: replace
+    targetLabel: job
+    replacement: {{ include "sser.fullname" .root }}
+  {{- with $m.relabelings }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $m.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Events of lag above which SserPeerLagHigh fires: the value set, else half of
+the outbox (sser.outboxSize, its older name sser.peerQueue, or --outbox-size
+in sser.extraArgs; else the binary's default of 65536).
+*/}}
+{{- define "sser.peerLagThreshold" -}}
+{{- $set := .Values.metrics.prometheusRule.peerLagThreshold | int64 }}
+{{- if gt $set 0 }}
+{{- $set }}
+{{- else }}
+{{- $outbox := .Values.sser.outboxSize | default .Values.sser.peerQueue | int64 }}
+{{- with include "sser.extraArg" (dict "args" .Values.sser.extraArgs "flag" "outbox-size") }}
+{{- $outbox = int64 . }}
+{{- end }}
+{{- if le $outbox 0 }}
+{{- $outbox = 65536 }}
+{{- end }}
+{{- div $outbox 2 }}
+{{- end }}
+{{- end }}
