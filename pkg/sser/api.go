@@ -230,8 +230,14 @@ func (s *ServerImpl) servePublish(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveSend takes a peer's delivery for this replica's subscribers: one
-// batch per request, checked and applied by acceptPeerBatch.
+// batch per request (application/json), or a stream of batches with an
+// answer per batch (application/x-ndjson, peerstream.go). Either way every
+// batch passes acceptPeerBatch.
 func (s *ServerImpl) serveSend(w http.ResponseWriter, r *http.Request) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == streamContentType {
+		s.serveSendStream(w, r)
+		return
+	}
 	events := s.readEvents(w, r, "send")
 	if events == nil {
 		return
