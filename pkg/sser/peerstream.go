@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -55,10 +57,17 @@ const (
 	// maxPeerStreamsPerIP bounds the delivery streams one address may hold
 	// open: a peer needs one, and a few more while a broken one times out.
 	maxPeerStreamsPerIP = 4
+	// maxAnswerLine bounds an answer line read by a sender.
+	maxAnswerLine = 64 << 10
 )
 
 var (
-	errLineTooLong = errors.New("line too long")
+	keepaliveLine = []byte("{}\n")
+	// errStreamUnsupported is a peer that does not speak the streaming
+	// delivery: the sender falls back to one POST per batch.
+	errStreamUnsupported = errors.New("sser: peer does not accept streamed deliveries")
+	errLineTooLong       = errors.New("line too long")
+	errStreamClosed      = errors.New("sser: delivery stream closed")
 )
 
 // streamLine is one line a sender writes.
@@ -335,6 +344,223 @@ func readLine(br *bufio.Reader, max int64) ([]byte, error) {
 			return nil, io.ErrUnexpectedEOF
 		default:
 			return nil, err
+		}
+	}
+}
+
+// peerStream is one open delivery stream to a peer. send and keepalive are
+// called from one goroutine; close may be called from any, more than once.
+type peerStream interface {
+	// send writes one batch line; with ask, a keepalive line after it
+	// asks for the answers the peer holds.
+	send(events []Event, heldFrom uint64, ask bool) error
+	// keepalive writes a keepalive line, which also asks for the answers
+	// the peer holds.
+	keepalive() error
+	// answers yields one answer per batch line, in order. The last one
+	// before the channel closes carries the error that ended the stream.
+	answers() <-chan streamAnswer
+	close()
+}
+
+// streamAnswer is the peer's answer to one batch line, or, with err set,
+// the end of the stream: a refusal (a permanentError for a 4xx other than
+// 408 and 429) or a broken connection.
+type streamAnswer struct {
+	accepted int
+	err      error
+}
+
+// statusError is a peer's refusal with an HTTP status: worth retrying
+// (408, 429, 5xx), or a permanentError.
+func statusError(status int, msg string) error {
+	err := fmt.Errorf("peer answered %d %s: %s", status, http.StatusText(status), msg)
+	if status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status/100 == 5 {
+		return err
+	}
+	return permanentError{err}
+}
+
+// connStream is a peerStream over a connection of its own: the request
+// is written by hand, each line one chunk in one write, so a line costs a
+// system call and no hand-off to a transport goroutine.
+type connStream struct {
+	conn    net.Conn
+	body    io.ReadCloser
+	timeout time.Duration
+	ans     chan streamAnswer
+	done    chan struct{}
+	line    []byte
+	buf     []byte
+	// writeDeadline is renewed lazily: a write may take between half and
+	// all of timeout.
+	writeDeadline time.Time
+	closeOnce     sync.Once
+}
+
+// openStream opens a delivery stream to peer: it returns once the peer
+// has answered the first line, within timeout. A peer that predates
+// streaming gives errStreamUnsupported.
+func (p *httpPeers) openStream(ctx context.Context, peer string, timeout time.Duration) (peerStream, error) {
+	addr := net.JoinHostPort(peer, strconv.Itoa(p.port))
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := p.dialer.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		if dctx.Err() != nil && ctx.Err() == nil {
+			return nil, timeoutError{err}
+		}
+		return nil, err
+	}
+	// ctx ending or the timeout passing ends the opening.
+	stop := context.AfterFunc(dctx, func() { _ = conn.SetDeadline(time.Now()) })
+	fail := func(err error) (peerStream, error) {
+		stop()
+		_ = conn.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+			return nil, timeoutError{fmt.Errorf("peer did not answer the stream within %s: %w", timeout, err)}
+		}
+		return nil, err
+	}
+	head := make([]byte, 0, 512)
+	head = append(head, "POST "+PeerEndpointURLPath+" HTTP/1.1\r\nHost: "+addr+
+		"\r\nUser-Agent: sser\r\nContent-Type: "+streamContentType+
+		"\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"...)
+	if p.self != "" {
+		head = append(head, PeerHeader+": "+p.self+"\r\n"...)
+	}
+	if p.token != "" {
+		head = append(head, "Authorization: Bearer "+p.token+"\r\n"...)
+	}
+	head = appendChunk(append(head, "\r\n"...), keepaliveLine)
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write(head); err != nil {
+		return fail(err)
+	}
+	br := bufio.NewReaderSize(conn, 4096)
+	req := &http.Request{Method: http.MethodPost}
+	var resp *http.Response
+	for {
+		if resp, err = http.ReadResponse(br, req); err != nil {
+			return fail(err)
+		}
+		if resp.StatusCode != http.StatusContinue {
+			break
+		}
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode != http.StatusOK || mt != streamContentType {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		err := statusError(resp.StatusCode, string(bytes.TrimSpace(msg)))
+		switch resp.StatusCode {
+		case http.StatusUnsupportedMediaType, http.StatusBadRequest, http.StatusOK:
+			// It took the request for one batch: it does not stream.
+			err = fmt.Errorf("%w: %s answered with %q: %w", errStreamUnsupported, resp.Status, resp.Header.Get("Content-Type"), err)
+		}
+		return fail(err)
+	}
+	if !stop() {
+		return fail(ctx.Err())
+	}
+	_ = conn.SetDeadline(time.Time{})
+	st := &connStream{conn: conn, body: resp.Body, timeout: timeout, ans: make(chan streamAnswer, 64), done: make(chan struct{})}
+	go st.read()
+	return st, nil
+}
+
+// appendChunk appends data as one chunk of a chunked body.
+func appendChunk(b, data []byte) []byte {
+	b = strconv.AppendInt(b, int64(len(data)), 16)
+	b = append(b, "\r\n"...)
+	b = append(b, data...)
+	return append(b, "\r\n"...)
+}
+
+func (st *connStream) send(events []Event, heldFrom uint64, ask bool) error {
+	evs, err := json.Marshal(events)
+	if err != nil {
+		return permanentError{err}
+	}
+	st.line = append(append(st.line[:0], `{"events":`...), evs...)
+	if heldFrom > 0 {
+		st.line = strconv.AppendUint(append(st.line, `,"heldFrom":`...), heldFrom, 10)
+	}
+	st.line = append(st.line, "}\n"...)
+	st.buf = appendChunk(st.buf[:0], st.line)
+	if ask {
+		st.buf = appendChunk(st.buf, keepaliveLine)
+	}
+	err = st.write(st.buf)
+	if cap(st.buf) > 1<<20 {
+		st.buf, st.line = nil, nil
+	}
+	return err
+}
+
+func (st *connStream) keepalive() error {
+	return st.write(appendChunk(st.buf[:0], keepaliveLine))
+}
+
+func (st *connStream) write(b []byte) error {
+	if now := time.Now(); st.writeDeadline.Sub(now) < st.timeout/2 {
+		st.writeDeadline = now.Add(st.timeout)
+		_ = st.conn.SetWriteDeadline(st.writeDeadline)
+	}
+	_, err := st.conn.Write(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return timeoutError{fmt.Errorf("peer did not take a line within %s: %w", st.timeout, err)}
+	}
+	return err
+}
+
+func (st *connStream) answers() <-chan streamAnswer { return st.ans }
+
+func (st *connStream) close() {
+	st.closeOnce.Do(func() {
+		close(st.done)
+		_ = st.conn.Close()
+	})
+}
+
+// read turns answer lines into answers until the stream ends.
+func (st *connStream) read() {
+	defer close(st.ans)
+	br := bufio.NewReaderSize(st.body, 4096)
+	give := func(a streamAnswer) bool {
+		select {
+		case st.ans <- a:
+			return true
+		case <-st.done:
+			return false
+		}
+	}
+	for {
+		line, err := readLine(br, maxAnswerLine)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("peer ended the stream")
+			}
+			give(streamAnswer{err: fmt.Errorf("delivery stream: %w", err)})
+			return
+		}
+		var a struct {
+			Accepted *int   `json:"accepted"`
+			Error    string `json:"error"`
+			Status   int    `json:"status"`
+		}
+		if err := json.Unmarshal(line, &a); err != nil {
+			give(streamAnswer{err: fmt.Errorf("delivery stream: malformed answer: %w", err)})
+			return
+		}
+		switch {
+		case a.Error != "" || a.Status != 0:
+			give(streamAnswer{err: statusError(a.Status, a.Error)})
+			return
+		case a.Accepted == nil:
+			continue // an answer to a keepalive
+		}
+		if !give(streamAnswer{accepted: *a.Accepted}) {
+			return
 		}
 	}
 }

@@ -7,14 +7,20 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sser-dev/sser/internal/ssetest"
 	"github.com/sser-dev/sser/internal/testproc"
 )
 
@@ -38,7 +44,7 @@ func openRawStream(t *testing.T, base, ip string) (*rawStream, int) {
 	}
 	req.ContentLength = -1
 	req.Header.Set("Content-Type", streamContentType)
-	go func() { _, _ = pw.Write([]byte("{}\n")) }()
+	go func() { _, _ = pw.Write(keepaliveLine) }()
 	resp, err := peerHTTPClient(ip).Do(req)
 	if err != nil {
 		cancel()
@@ -275,5 +281,178 @@ func TestStreamsEndWhenTheServerStops(t *testing.T) {
 	// http.Server.Shutdown would wait 5s for a stream left open.
 	if d := time.Since(start); d > 4*time.Second {
 		t.Errorf("stopping took %s with a delivery stream open", d)
+	}
+}
+
+// Publishing one event at a time to a peer costs one stream, not one
+// request per event.
+func TestStreamRequestsPerEvent(t *testing.T) {
+	_, port := testproc.FreePorts(t, "127.0.0.2", "127.0.0.3")
+	peers := []string{"127.0.0.2", "127.0.0.3"}
+	a := startPeer(t, "127.0.0.2", port, peers, Options{})
+	b := startPeer(t, "127.0.0.3", port, peers, Options{})
+	sub := ssetest.Dial(t, b.url("stream=r"), "")
+	// a may have started before b listened: its stream is open once an
+	// event got through.
+	if err := a.Send(t.Context(), "r", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if e := sub.Next(t, 10*time.Second); e.Data != "0" {
+		t.Fatalf("got %q", e.Data)
+	}
+	requests0 := testutil.ToFloat64(a.m.peerRequests.WithLabelValues("127.0.0.3"))
+	batches0 := histogramCount(t, a, "127.0.0.3")
+	const n = 1000
+	for i := 1; i <= n; i++ {
+		if err := a.Send(t.Context(), "r", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sub.Collect(n, 60*time.Second)
+	if len(got) != n {
+		t.Fatalf("b's subscriber got %d events, want %d", len(got), n)
+	}
+	for i, e := range got {
+		if e.Data != strconv.Itoa(i+1) {
+			t.Fatalf("event %d is %q, want %d: order or loss", i, e.Data, i+1)
+		}
+	}
+	requests := testutil.ToFloat64(a.m.peerRequests.WithLabelValues("127.0.0.3"))
+	if requests > 3 || requests != requests0 {
+		t.Errorf("a opened %v requests to b, %v of them for %d events; want one stream, kept open", requests, requests-requests0, n)
+	}
+	testproc.Eventually(t, 10*time.Second, "every event acknowledged", func() bool {
+		return testutil.ToFloat64(a.m.peerEventsSent.WithLabelValues("127.0.0.3")) == n+1
+	})
+	t.Logf("%d events one by one: %v peer requests in all, %d batches", n, requests, histogramCount(t, a, "127.0.0.3")-batches0)
+}
+
+func histogramCount(t *testing.T, s *testServer, peer string) uint64 {
+	t.Helper()
+	var pb dto.Metric
+	if err := s.m.peerPostDuration.WithLabelValues(peer).(prometheus.Metric).Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	return pb.GetHistogram().GetSampleCount()
+}
+
+// A stream with nothing to send stays open across silences longer than
+// the peer's read timeout: keepalive lines fill them.
+func TestStreamKeepalivesOutlastTheReadTimeout(t *testing.T) {
+	_, port := testproc.FreePorts(t, "127.0.0.2", "127.0.0.3")
+	peers := []string{"127.0.0.2", "127.0.0.3"}
+	opts := Options{InternalReadTimeout: time.Second, PeerTimeout: time.Second}
+	a := startPeer(t, "127.0.0.2", port, peers, opts)
+	b := startPeer(t, "127.0.0.3", port, peers, opts)
+	sub := ssetest.Dial(t, b.url("stream=k"), "")
+	if err := a.Send(t.Context(), "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	if e := sub.Next(t, 10*time.Second); e.Data != "before" {
+		t.Fatalf("got %q", e.Data)
+	}
+	requests := testutil.ToFloat64(a.m.peerRequests.WithLabelValues("127.0.0.3"))
+	failures := testutil.ToFloat64(a.m.peerPostErrors.WithLabelValues("127.0.0.3"))
+	// Ten keepalives from a (one every third of a second) are three
+	// times the read timeout of silence.
+	from := b.peerStreams.keepalives.Load()
+	testproc.Eventually(t, 30*time.Second, "ten keepalives", func() bool { return b.peerStreams.keepalives.Load() >= from+10 })
+	if err := a.Send(t.Context(), "k", "after"); err != nil {
+		t.Fatal(err)
+	}
+	if e := sub.Next(t, 10*time.Second); e.Data != "after" {
+		t.Fatalf("got %q", e.Data)
+	}
+	if n := testutil.ToFloat64(a.m.peerRequests.WithLabelValues("127.0.0.3")); n != requests {
+		t.Errorf("a opened %v more requests to b across the silence, want its stream kept open", n-requests)
+	}
+	if n := testutil.ToFloat64(a.m.peerPostErrors.WithLabelValues("127.0.0.3")); n != failures {
+		t.Errorf("%v failed deliveries across the silence, want none", n-failures)
+	}
+}
+
+// oldPeer answers like a replica that predates streaming: one batch per
+// request, 415 for any other Content-Type, without reading the body.
+type oldPeer struct {
+	mu       sync.Mutex
+	accepted []Event
+	streams  int
+	posts    int
+}
+
+func (p *oldPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Content-Type") != "application/json" {
+		p.mu.Lock()
+		p.streams++
+		p.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnsupportedMediaType)
+		_, _ = w.Write([]byte(`{"error":"Content-Type must be application/json"}`))
+		return
+	}
+	events, err := DecodeEvents(r.Body, 0)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	p.posts++
+	p.accepted = append(p.accepted, events...)
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"accepted":` + strconv.Itoa(len(events)) + `}`))
+}
+
+func (p *oldPeer) counts() (streams, posts, accepted int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.streams, p.posts, len(p.accepted)
+}
+
+func TestSenderFallsBackToPostsForAPeerThatDoesNotStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &oldPeer{}
+	srv := &http.Server{Handler: old}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	opts := Options{PeerFinder: staticFinder(t, "127.0.0.2", "127.0.0.3"), PeerTimeout: 30 * time.Second}
+	opts.setDefaults()
+	m := newMetrics(nil)
+	out := newOutbox(opts.OutboxSize, opts.OutboxBytes, opts.PeerCutoff)
+	hp := newHTTPPeers("127.0.0.2", port, "", opts.PeerTimeout)
+	t.Cleanup(hp.close)
+	b := newBroadcaster(logr.Discard(), m, &opts, "127.0.0.2", hp, out)
+	b.streamRetry = 500 * time.Millisecond
+	b.setPeers(t.Context(), []string{"127.0.0.2", "127.0.0.3"})
+	t.Cleanup(b.stop)
+	for i := 1; i <= 20; i++ {
+		if _, err := out.add("me", []Event{{Stream: "s", Msg: strconv.Itoa(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		b.wakeAll()
+	}
+	// The stream is refused at once (the peer's 30s of patience never
+	// come into it), and every event goes by POST, in order.
+	testproc.Eventually(t, 10*time.Second, "20 events posted", func() bool { _, _, n := old.counts(); return n == 20 })
+	old.mu.Lock()
+	for i, e := range old.accepted {
+		if e.Msg != strconv.Itoa(i+1) {
+			t.Errorf("event %d is %q", i, e.Msg)
+		}
+	}
+	old.mu.Unlock()
+	// After streamRetry the stream is tried again, and refused again.
+	testproc.Eventually(t, 10*time.Second, "the stream tried again", func() bool { s, _, _ := old.counts(); return s >= 2 })
+	streams, posts, _ := old.counts()
+	if got := testutil.ToFloat64(m.peerRequests.WithLabelValues("127.0.0.3")); got < float64(streams+posts) {
+		t.Errorf("sser_peer_requests_total = %v, want at least the %d streams and %d posts", got, streams, posts)
+	}
+	if n := testutil.ToFloat64(m.peerPostErrors.WithLabelValues("127.0.0.3")); n != 0 {
+		t.Errorf("a peer that does not stream counted %v failures, want 0", n)
 	}
 }
