@@ -182,16 +182,7 @@ func (o *outbox) read(after, upTo uint64, limit int) (events []Event, heldFrom u
 // next is what the peer's sender sends next: up to limit events after
 // what the peer acknowledged, and the lowest seq held.
 func (o *outbox) next(peer string, limit int) ([]Event, uint64) {
-	o.mu.Lock()
-	c := o.cursors[peer]
-	if c == nil {
-		o.mu.Unlock()
-		return nil, 0
-	}
-	after := c.acked
-	o.mu.Unlock()
-	events, heldFrom, _ := o.read(after, ^uint64(0), limit)
-	return events, heldFrom
+	return o.nextAfter(peer, 0, limit)
 }
 
 // nextAfter is next for a sender that has events in flight: up to limit

@@ -92,12 +92,13 @@ type peerStreams struct {
 
 	mu     sync.Mutex
 	byIP   map[string]int
-	ends   map[*func()]struct{}
+	ends   map[uint64]func() // by stream number
+	last   uint64
 	closed bool
 }
 
 func newPeerStreams(perIP int) *peerStreams {
-	return &peerStreams{perIP: perIP, byIP: make(map[string]int), ends: make(map[*func()]struct{})}
+	return &peerStreams{perIP: perIP, byIP: make(map[string]int), ends: make(map[uint64]func())}
 }
 
 // open registers a stream from ip whose handler end makes return; it
@@ -112,8 +113,9 @@ func (p *peerStreams) open(ip string, end func()) (release func(), refused strin
 		return nil, "peer_streams_per_ip"
 	}
 	p.byIP[ip]++
-	key := &end
-	p.ends[key] = struct{}{}
+	p.last++
+	key := p.last
+	p.ends[key] = end
 	return func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -129,8 +131,8 @@ func (p *peerStreams) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for end := range p.ends {
-		(*end)()
+	for _, end := range p.ends {
+		end()
 	}
 }
 
