@@ -171,15 +171,24 @@ func (s *ServerImpl) serveSendStream(w http.ResponseWriter, r *http.Request) {
 	// a keepalive, with a refusal, or answerDelay after the oldest one
 	// (by the timer, so the writer is shared under mu).
 	var (
-		mu      sync.Mutex
-		started bool
-		done    bool
-		held    int
-		out     []byte
+		mu            sync.Mutex
+		started       bool
+		done          bool
+		held          int
+		out           []byte
+		writeDeadline time.Time
 	)
+	// Any write may go to the connection (a full buffer flushes), so each
+	// has a deadline, renewed lazily like the read deadline.
+	renewWriteDeadline := func() {
+		if now := time.Now(); writeDeadline.Sub(now) < s.opts.InternalReadTimeout*3/4 {
+			writeDeadline = now.Add(s.opts.InternalReadTimeout)
+			_ = rc.SetWriteDeadline(writeDeadline)
+		}
+	}
 	flushLocked := func() bool {
 		held = 0
-		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.InternalReadTimeout))
+		renewWriteDeadline()
 		return rc.Flush() == nil
 	}
 	timer := time.AfterFunc(time.Hour, func() {
@@ -213,6 +222,7 @@ func (s *ServerImpl) serveSendStream(w http.ResponseWriter, r *http.Request) {
 			flush = true
 		}
 		if len(line) > 0 {
+			renewWriteDeadline()
 			if _, err := w.Write(line); err != nil {
 				return false
 			}
@@ -462,7 +472,13 @@ func (p *httpPeers) openStream(ctx context.Context, peer string, timeout time.Du
 		return fail(err)
 	}
 	if !stop() {
-		return fail(ctx.Err())
+		// ctx or the timeout ended as the answer came: the connection's
+		// deadline is spoiled.
+		err := ctx.Err()
+		if err == nil {
+			err = timeoutError{fmt.Errorf("peer answered the stream after %s", timeout)}
+		}
+		return fail(err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	st := &connStream{conn: conn, body: resp.Body, timeout: timeout, ans: make(chan streamAnswer, 64), done: make(chan struct{})}

@@ -225,6 +225,44 @@ func TestStreamAnswersAreHeldUntilAskedFor(t *testing.T) {
 	}
 }
 
+// Answers written long after the last flush still go out: the write
+// deadline is renewed for them, not left from that flush.
+func TestStreamAnswersAfterAQuietSpell(t *testing.T) {
+	const readTimeout = 200 * time.Millisecond
+	_, port := testproc.FreePorts(t, "127.0.0.2")
+	s := startPeer(t, "127.0.0.2", port, []string{"127.0.0.2", "127.0.0.9"}, Options{WarmUpTimeout: -1, InternalReadTimeout: readTimeout})
+	s.answerDelay.Store(int64(time.Hour))
+	rs, status := openRawStream(t, s.internal, "127.0.0.9")
+	if rs == nil {
+		t.Fatalf("open: %d", status)
+	}
+	ev := func(seq uint64) string { return batchLine(t, 0, Event{Stream: "s", Msg: "m", Origin: "oa", Seq: seq}) }
+	rs.write(t, ev(1))
+	if a, err := rs.answer(t); err != nil || a["accepted"] != 1.0 {
+		t.Fatalf("first answer: %v %v", a, err)
+	}
+	// Keepalives (nothing to flush) for several read timeouts.
+	from := s.peerStreams.keepalives.Load()
+	tick := time.NewTicker(readTimeout / 4)
+	defer tick.Stop()
+	for s.peerStreams.keepalives.Load() < from+12 {
+		<-tick.C
+		rs.writeOnly(t, "{}")
+	}
+	// More answers than the response buffer holds: writing them flushes.
+	const n = 300
+	lines := make([]string, 0, n)
+	for i := range n {
+		lines = append(lines, ev(uint64(i+2)))
+	}
+	rs.write(t, lines...)
+	for i := range n {
+		if a, err := rs.answer(t); err != nil || a["accepted"] != 1.0 {
+			t.Fatalf("answer %d of %d after the quiet spell: %v %v", i+1, n, a, err)
+		}
+	}
+}
+
 func TestStreamsPerAddressAreCapped(t *testing.T) {
 	_, port := testproc.FreePorts(t, "127.0.0.2")
 	s := startPeer(t, "127.0.0.2", port, []string{"127.0.0.2", "127.0.0.9"}, Options{WarmUpTimeout: -1})
