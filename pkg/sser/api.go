@@ -229,62 +229,83 @@ func (s *ServerImpl) servePublish(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-// serveSend takes a peer's delivery for this replica's subscribers. Events
-// of an origin are accepted only from a peer in the set, only from the
-// address that announced that origin, one origin per request, and only
-// within MaxSeqGap of what was applied: a forged or broken request cannot
-// replace, skip or inflate another replica's events.
+// serveSend takes a peer's delivery for this replica's subscribers: one
+// batch per request (application/json), or a stream of batches with an
+// answer per batch (application/x-ndjson, peerstream.go). Either way every
+// batch passes acceptPeerBatch.
 func (s *ServerImpl) serveSend(w http.ResponseWriter, r *http.Request) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == streamContentType {
+		s.serveSendStream(w, r)
+		return
+	}
 	events := s.readEvents(w, r, "send")
 	if events == nil {
 		return
 	}
-	origin := events[0].Origin
-	for i := range events {
-		if events[i].Origin != origin {
-			s.m.peerRefused.WithLabelValues("mixed_origins").Inc()
-			s.writeError(w, r, "send", http.StatusBadRequest, "all events of one request must have the same origin (a replica sends only its own events)", "")
+	var heldFrom uint64
+	if h := r.Header.Get(HeldFromHeader); h != "" && events[0].Origin != "" {
+		var err error
+		if heldFrom, err = strconv.ParseUint(h, 10, 64); err != nil {
+			s.writeError(w, r, "send", http.StatusBadRequest, HeldFromHeader+" must be an integer", "")
 			return
 		}
 	}
-	var heldFrom uint64
+	accepted, refused := s.acceptPeerBatch(remoteIP(r), events, heldFrom)
+	if refused != nil {
+		s.writeError(w, r, "send", refused.status, refused.msg, "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"accepted": accepted})
+}
+
+// peerRefusal is why a peer's batch was refused: the status to answer
+// and the message; the reason it was counted under is in
+// sser_peer_events_refused_total.
+type peerRefusal struct {
+	status int
+	msg    string
+}
+
+// acceptPeerBatch checks a batch from the peer at ip and applies it. Events
+// of an origin are accepted only from a peer in the set, only from the
+// address that announced that origin, one origin per batch, and only within
+// MaxSeqGap of what was applied: a forged or broken request cannot replace,
+// skip or inflate another replica's events. heldFrom is the lowest seq the
+// origin still holds (0: not said). It returns how many events were
+// accepted, or why none was.
+func (s *ServerImpl) acceptPeerBatch(ip string, events []Event, heldFrom uint64) (int, *peerRefusal) {
+	refuse := func(reason string, status int, msg string) (int, *peerRefusal) {
+		s.m.peerRefused.WithLabelValues(reason).Inc()
+		return 0, &peerRefusal{status: status, msg: msg}
+	}
+	origin := events[0].Origin
+	for i := range events {
+		if events[i].Origin != origin {
+			return refuse("mixed_origins", http.StatusBadRequest, "all events of one request must have the same origin (a replica sends only its own events)")
+		}
+	}
 	if origin != "" {
-		ip := remoteIP(r)
 		if !s.bc.isPeer(ip) {
-			s.m.peerRefused.WithLabelValues("not_peer").Inc()
-			s.writeError(w, r, "send", http.StatusForbidden, "events with an origin are accepted only from peers; "+ip+" is not in the peer set", "")
-			return
+			return refuse("not_peer", http.StatusForbidden, "events with an origin are accepted only from peers; "+ip+" is not in the peer set")
 		}
 		if origin == s.origin {
 			// This replica's own events, back from a peer set that names
 			// it under another address: applied already, nothing to do.
-			writeJSON(w, http.StatusOK, map[string]int{"accepted": 0})
-			return
+			return 0, nil
 		}
 		if err := s.book.bind(origin, ip); err != nil {
-			reason, msg := "origin_owner", "origin "+origin+" belongs to another peer"
 			if errors.Is(err, errTooManyOrigins) {
-				reason = "origins_per_peer"
-				msg = "peer " + ip + " already has " + strconv.Itoa(s.opts.MaxOriginsPerPeer) + " live origins"
+				return refuse("origins_per_peer", http.StatusForbidden, "peer "+ip+" already has "+strconv.Itoa(s.opts.MaxOriginsPerPeer)+" live origins")
 			}
-			s.m.peerRefused.WithLabelValues(reason).Inc()
-			s.writeError(w, r, "send", http.StatusForbidden, msg, "")
-			return
+			return refuse("origin_owner", http.StatusForbidden, "origin "+origin+" belongs to another peer")
 		}
-		if h := r.Header.Get(HeldFromHeader); h != "" {
-			var err error
-			if heldFrom, err = strconv.ParseUint(h, 10, 64); err != nil {
-				s.writeError(w, r, "send", http.StatusBadRequest, HeldFromHeader+" must be an integer", "")
-				return
-			}
-		}
+	} else {
+		heldFrom = 0
 	}
 	if err := s.hub.applyFrom(events, "peer", heldFrom); err != nil {
-		s.m.peerRefused.WithLabelValues("seq_jump").Inc()
-		s.writeError(w, r, "send", http.StatusBadRequest, err.Error(), "")
-		return
+		return refuse("seq_jump", http.StatusBadRequest, err.Error())
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events)})
+	return len(events), nil
 }
 
 // publisherKey is who a publish is counted against: its credential when it
@@ -317,11 +338,16 @@ func (s *ServerImpl) writeError(w http.ResponseWriter, r *http.Request, endpoint
 	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
+	s.noteBadRequest(r, endpoint, status, msg)
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// noteBadRequest counts and logs an answer with a 4xx status.
+func (s *ServerImpl) noteBadRequest(r *http.Request, endpoint string, status int, msg string) {
 	if status >= 400 && status < 500 {
 		s.m.badRequests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
 		s.log.V(1).Info("bad request", "endpoint", endpoint, "method", r.Method, "status", status, "error", msg, "remote", r.RemoteAddr)
 	}
-	writeJSON(w, status, map[string]string{"error": msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

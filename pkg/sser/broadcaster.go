@@ -3,6 +3,7 @@ package sser
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -12,9 +13,9 @@ import (
 )
 
 // broadcaster keeps one sender per peer. A sender is a cursor over the
-// outbox: it sends what the peer has not acknowledged, one POST at a time,
-// so publishing never waits for a peer and a peer that was away gets what
-// it missed in order, from the outbox, when it is back.
+// outbox: it sends what the peer has not acknowledged over one long-lived
+// delivery stream, so publishing never waits for a peer and a peer that
+// was away gets what it missed in order, from the outbox, when it is back.
 type broadcaster struct {
 	log   logr.Logger
 	m     *metrics
@@ -22,6 +23,13 @@ type broadcaster struct {
 	out   *outbox
 	self  string
 	opts  *Options
+	// keepalive is how long a delivery stream may be idle before the
+	// sender writes a keepalive line: a third of the read timeout (the
+	// peer's is assumed the same as this replica's).
+	keepalive time.Duration
+	// streamRetry is how long a peer that refused a stream gets one POST
+	// per batch before a stream is tried again.
+	streamRetry time.Duration
 
 	mu      sync.Mutex
 	senders map[string]*peerSender
@@ -39,6 +47,9 @@ func newBroadcaster(log logr.Logger, m *metrics, opts *Options, self string, pee
 		self:    self,
 		opts:    opts,
 		senders: make(map[string]*peerSender),
+
+		keepalive:   max(opts.InternalReadTimeout/3, time.Millisecond),
+		streamRetry: defaultStreamRetry,
 	}
 	m.registry.MustRegister(lagCollector{b})
 	return b
@@ -63,7 +74,7 @@ func (b *broadcaster) setPeers(ctx context.Context, ips []string) {
 			continue
 		}
 		sctx, cancel := context.WithCancel(ctx)
-		s := &peerSender{b: b, ip: ip, log: b.log.WithValues("peer", ip), wake: make(chan struct{}, 1), cancel: cancel}
+		s := newPeerSender(b, ip, cancel)
 		b.out.addPeer(ip)
 		b.senders[ip] = s
 		b.wg.Add(1)
@@ -159,79 +170,288 @@ func (c lagCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(outboxDesc, prometheus.GaugeValue, float64(c.b.out.length()))
 }
 
-// peerSender delivers this replica's events to one peer in seq order. A
-// peer that times out gets smaller batches and more time per request; one
-// that fails is retried with jittered backoff, never in a tight loop.
+// peerSender delivers this replica's events to one peer in seq order. It
+// keeps one delivery stream open to the peer (peerstream.go) and pipelines
+// batches on it, each as soon as it is published: a sent cursor runs ahead
+// of the acknowledged one by at most a window of two batches. A peer that
+// does not answer in time gets smaller batches and more time; one that
+// fails is retried with jittered backoff, never in a tight loop, from what
+// it acknowledged. A peer that predates streaming gets one POST per batch
+// for a while.
 type peerSender struct {
 	b      *broadcaster
 	ip     string
 	log    logr.Logger
 	cancel context.CancelFunc
 	wake   chan struct{}
+
+	requests prometheus.Counter
+	sentN    prometheus.Counter
+	acks     prometheus.Observer
+	errs     prometheus.Counter
 }
 
-const minPeerBatch = 16
+func newPeerSender(b *broadcaster, ip string, cancel context.CancelFunc) *peerSender {
+	return &peerSender{b: b, ip: ip, log: b.log.WithValues("peer", ip), wake: make(chan struct{}, 1), cancel: cancel,
+		requests: b.m.peerRequests.WithLabelValues(ip), sentN: b.m.peerEventsSent.WithLabelValues(ip),
+		acks: b.m.peerPostDuration.WithLabelValues(ip), errs: b.m.peerPostErrors.WithLabelValues(ip)}
+}
+
+const (
+	minPeerBatch = 16
+	// defaultStreamRetry is how long a sender posts one batch per request
+	// to a peer that refused a stream before it tries a stream again.
+	defaultStreamRetry = 5 * time.Minute
+)
+
+// sendState is how a sender treats its peer now.
+type sendState struct {
+	batch    int
+	timeout  time.Duration
+	backoff  time.Duration
+	failures int
+}
 
 func (s *peerSender) run(ctx context.Context) {
 	opts := s.b.opts
-	batch := opts.PeerBatch
-	timeout := opts.PeerTimeout
-	backoff := opts.PeerBackoffMin
-	failures := 0
-	for {
-		events, heldFrom := s.b.out.next(s.ip, batch)
-		if len(events) == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-s.wake:
+	st := &sendState{batch: opts.PeerBatch, timeout: opts.PeerTimeout, backoff: opts.PeerBackoffMin}
+	var postUntil time.Time // one POST per batch until then
+	for ctx.Err() == nil {
+		var err error
+		if time.Now().Before(postUntil) {
+			err = s.post(ctx, st, postUntil)
+		} else {
+			err = s.stream(ctx, st)
+			if errors.Is(err, errStreamUnsupported) {
+				s.log.Info("peer does not accept streamed deliveries: one POST per batch for now",
+					"retryStreamAfter", s.b.streamRetry.String(), "error", err.Error())
+				postUntil = time.Now().Add(s.b.streamRetry)
 				continue
 			}
 		}
-		start := time.Now()
-		err := s.b.peers.send(ctx, s.ip, events, heldFrom, timeout)
-		s.b.m.peerPostDuration.WithLabelValues(s.ip).Observe(time.Since(start).Seconds())
-		if err == nil {
-			s.b.out.ack(s.ip, events[len(events)-1].Seq)
-			s.b.m.peerEventsSent.WithLabelValues(s.ip).Add(float64(len(events)))
-			if failures > 0 {
-				s.log.Info("peer reachable again", "failedAttempts", failures)
-			}
-			failures = 0
-			backoff = opts.PeerBackoffMin
-			batch = min(2*batch, opts.PeerBatch)
-			timeout = max(timeout*3/4, opts.PeerTimeout)
+		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		if ctx.Err() != nil {
+		if !s.failed(ctx, st, err) {
 			return
 		}
-		failures++
-		s.b.m.peerPostErrors.WithLabelValues(s.ip).Inc()
-		var te timeoutError
-		if errors.As(err, &te) {
-			// A slow peer: ask less of it, and give it longer.
-			batch = max(batch/4, minPeerBatch)
-			timeout = min(2*timeout, 4*opts.PeerTimeout)
+	}
+}
+
+// inflight is a batch line sent and not answered yet.
+type inflight struct {
+	last uint64 // seq of its last event
+	n    int
+	sent time.Time
+}
+
+// stream opens a delivery stream and sends on it until it fails; it
+// returns why (ctx's error once ctx ends).
+func (s *peerSender) stream(ctx context.Context, st *sendState) error {
+	s.requests.Inc()
+	ps, err := s.b.peers.openStream(ctx, s.ip, st.timeout)
+	if err != nil {
+		return err
+	}
+	defer ps.close()
+	var (
+		flight   []inflight
+		inFlight int // events in flight
+		sent     = s.b.out.acked(s.ip)
+		now      = time.Now()
+		// lastWrite is when a line last went out; askedAt when the peer
+		// was last asked for the answers it holds; lastAnswer when one
+		// last came.
+		lastWrite, askedAt, lastAnswer = now, now, now
+		// After a failed write the peer may still say why (a refusal
+		// line): its answers are read until writeEnd.
+		writeErr error
+		writeEnd time.Time
+	)
+	// The peer is asked for the answers it holds (a keepalive line, after
+	// a batch line when there is one) when half the window is in flight,
+	// or a quarter of the outbox, so neither fills while answers wait;
+	// and when the oldest line has waited askAfter, so the cursor moves
+	// about once a second on a quiet stream instead of once per line.
+	askAt := max(1, min(st.batch, s.b.opts.OutboxSize/4))
+	answers := ps.answers()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var armed time.Time
+	for {
+		for writeErr == nil && inFlight < 2*st.batch {
+			events, heldFrom := s.b.out.nextAfter(s.ip, sent, min(st.batch, 2*st.batch-inFlight))
+			if len(events) == 0 {
+				break
+			}
+			now = time.Now()
+			ask := !askedAt.After(lastAnswer) &&
+				(inFlight+len(events) >= askAt || len(flight) > 0 && now.Sub(flight[0].sent) >= askAfter)
+			if err := ps.send(events, heldFrom, ask); err != nil {
+				writeErr, writeEnd = err, time.Now().Add(st.timeout)
+				break
+			}
+			last := events[len(events)-1].Seq
+			flight = append(flight, inflight{last: last, n: len(events), sent: now})
+			inFlight += len(events)
+			sent, lastWrite = last, now
+			if ask {
+				askedAt = now
+			}
 		}
-		var perm permanentError
-		if errors.As(err, &perm) {
-			// The peer refuses these events (it does not see us as a peer
-			// yet, say): they stay in the outbox; wait as long as allowed.
-			backoff = opts.PeerBackoffMax
+		// Wake for the next thing due: a late answer, a keepalive. The
+		// timer is moved only earlier; firing early just looks again.
+		now = time.Now()
+		next := lastWrite.Add(s.b.keepalive)
+		switch {
+		case writeErr != nil:
+			next = writeEnd
+		case len(flight) > 0:
+			next = minTime(next, answerDue(flight[0], askedAt, lastAnswer, st.timeout))
+			if !askedAt.After(lastAnswer) {
+				// No line came to carry the question: ask alone.
+				next = minTime(next, flight[0].sent.Add(askAfter*3/2))
+			}
 		}
-		if failures == 1 || failures%20 == 0 {
-			s.log.Info("peer POST failed, retrying with backoff", "attempt", failures, "events", len(events),
-				"batch", batch, "timeout", timeout.String(), "error", err.Error())
+		if armed.IsZero() || next.Before(armed) {
+			timer.Reset(next.Sub(now))
+			armed = next
 		}
-		// Full jitter keeps replicas that lost the same peer from retrying in step.
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
+			return ctx.Err()
+		case <-s.wake:
+		case a, ok := <-answers:
+			switch {
+			case !ok && writeErr != nil:
+				return writeErr
+			case !ok:
+				return errStreamClosed
+			case a.err != nil:
+				return a.err
+			case len(flight) == 0:
+				return errors.New("sser: peer answered a batch it was not sent")
+			}
+			head := flight[0]
+			flight = flight[1:]
+			inFlight -= head.n
+			lastAnswer = time.Now()
+			s.acked(st, head)
+			askAt = max(1, min(st.batch, s.b.opts.OutboxSize/4))
+		case now = <-timer.C:
+			armed = time.Time{}
+			switch {
+			case writeErr != nil:
+				if !now.Before(writeEnd) {
+					return writeErr
+				}
+			case len(flight) > 0 && !now.Before(answerDue(flight[0], askedAt, lastAnswer, st.timeout)):
+				return timeoutError{fmt.Errorf("peer did not answer a batch within %s", st.timeout)}
+			case !now.Before(lastWrite.Add(s.b.keepalive)),
+				len(flight) > 0 && !askedAt.After(lastAnswer) && now.Sub(flight[0].sent) >= askAfter*3/2:
+				if err := ps.keepalive(); err != nil {
+					writeErr, writeEnd = err, now.Add(st.timeout)
+				} else if lastWrite = now; len(flight) > 0 {
+					askedAt = now
+				}
+			}
+		}
+	}
+}
+
+// askAfter is how long the oldest line in flight waits before the next
+// line asks for the answers.
+const askAfter = streamAnswerDelay / 2
+
+// answerDue is when the answer to the oldest line in flight is late: the
+// peer owes it streamAnswerDelay after the line, or at once when asked
+// after it, and has said nothing for timeout since.
+func answerDue(head inflight, askedAt, lastAnswer time.Time, timeout time.Duration) time.Time {
+	owed := head.sent.Add(streamAnswerDelay)
+	if !askedAt.Before(head.sent) && askedAt.Before(owed) {
+		owed = askedAt
+	}
+	if lastAnswer.After(owed) {
+		owed = lastAnswer
+	}
+	return owed.Add(timeout)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// post sends one batch in one request, for a peer that does not stream,
+// or waits for events until until.
+func (s *peerSender) post(ctx context.Context, st *sendState, until time.Time) error {
+	events, heldFrom := s.b.out.next(s.ip, st.batch)
+	if len(events) == 0 {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-s.wake:
 		case <-t.C:
 		}
-		backoff = min(2*backoff, opts.PeerBackoffMax)
+		return nil
 	}
+	s.requests.Inc()
+	start := time.Now()
+	if err := s.b.peers.send(ctx, s.ip, events, heldFrom, st.timeout); err != nil {
+		return err
+	}
+	s.acked(st, inflight{last: events[len(events)-1].Seq, n: len(events), sent: start})
+	return nil
+}
+
+// acked moves the cursor past a batch the peer accepted.
+func (s *peerSender) acked(st *sendState, b inflight) {
+	opts := s.b.opts
+	s.b.out.ack(s.ip, b.last)
+	s.acks.Observe(time.Since(b.sent).Seconds())
+	s.sentN.Add(float64(b.n))
+	if st.failures > 0 {
+		s.log.Info("peer reachable again", "failedAttempts", st.failures)
+	}
+	st.failures = 0
+	st.backoff = opts.PeerBackoffMin
+	st.batch = min(2*st.batch, opts.PeerBatch)
+	st.timeout = max(st.timeout*3/4, opts.PeerTimeout)
+}
+
+// failed counts a failed delivery, adapts to it and waits before the next
+// attempt; false when ctx ended meanwhile.
+func (s *peerSender) failed(ctx context.Context, st *sendState, err error) bool {
+	opts := s.b.opts
+	st.failures++
+	s.errs.Inc()
+	var te timeoutError
+	if errors.As(err, &te) {
+		// A slow peer: ask less of it, and give it longer.
+		st.batch = max(st.batch/4, minPeerBatch)
+		st.timeout = min(2*st.timeout, 4*opts.PeerTimeout)
+	}
+	var perm permanentError
+	if errors.As(err, &perm) {
+		// The peer refuses these events (it does not see us as a peer
+		// yet, say): they stay in the outbox; wait as long as allowed.
+		st.backoff = opts.PeerBackoffMax
+	}
+	if st.failures == 1 || st.failures%20 == 0 {
+		s.log.Info("delivery to peer failed, retrying with backoff", "attempt", st.failures, "unacknowledged", s.b.out.lag(s.ip),
+			"batch", st.batch, "timeout", st.timeout.String(), "error", err.Error())
+	}
+	// Full jitter keeps replicas that lost the same peer from retrying in step.
+	t := time.NewTimer(st.backoff/2 + rand.N(st.backoff/2+1))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	}
+	st.backoff = min(2*st.backoff, opts.PeerBackoffMax)
+	return true
 }

@@ -3,6 +3,7 @@ package sser
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -16,20 +17,162 @@ import (
 )
 
 // fakePeers is a peerClient whose answers the test decides. It records
-// every batch a sender tried to deliver and the ones accepted.
+// every batch a sender tried to deliver and the ones accepted. Batches
+// come over fake delivery streams, answered at once unless the test holds
+// them (hold), or, when openErr says so, one per send.
 type fakePeers struct {
 	mu       sync.Mutex
 	accepted []Event
-	attempts []int    // batch size of every send
-	heldFrom []uint64 // heldFrom of every send
+	attempts []int    // batch size of every batch line or send
+	heldFrom []uint64 // heldFrom of every batch line or send
 	fail     func(attempt int, events []Event) error
 	calls    int
+
+	openErr     func(open int) error // nil: streams open
+	opens       int
+	posts       int
+	hold        bool // lines wait for answer instead of being answered at once
+	cur         *fakeStream
+	maxInFlight int // most events in flight on one stream
+	keepalives  int
+	asks        int // lines followed by a keepalive
+}
+
+// fakeStream is one delivery stream of fakePeers.
+type fakeStream struct {
+	f       *fakePeers
+	ans     chan streamAnswer
+	pending [][]Event // lines not answered yet (hold)
+	ended   bool      // the peer said its last word
+	closed  bool      // the sender closed it
+}
+
+func (f *fakePeers) openStream(context.Context, string, time.Duration) (peerStream, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opens++
+	if f.openErr != nil {
+		if err := f.openErr(f.opens); err != nil {
+			return nil, err
+		}
+	}
+	f.cur = &fakeStream{f: f, ans: make(chan streamAnswer, 1024)}
+	return f.cur, nil
+}
+
+func (fs *fakeStream) send(events []Event, heldFrom uint64, ask bool) error {
+	f := fs.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fs.closed || fs.ended {
+		return errStreamClosed
+	}
+	if ask {
+		f.asks++
+	}
+	f.calls++
+	f.attempts = append(f.attempts, len(events))
+	f.heldFrom = append(f.heldFrom, heldFrom)
+	fs.pending = append(fs.pending, events)
+	n := 0
+	for _, l := range fs.pending {
+		n += len(l)
+	}
+	f.maxInFlight = max(f.maxInFlight, n)
+	if !f.hold {
+		fs.answerLocked(len(fs.pending))
+	}
+	return nil
+}
+
+// answerLocked answers the oldest n pending lines as the peer would:
+// accepted unless fail says otherwise, which ends the stream.
+func (fs *fakeStream) answerLocked(n int) {
+	f := fs.f
+	for ; n > 0 && len(fs.pending) > 0 && !fs.ended && !fs.closed; n-- {
+		events := fs.pending[0]
+		fs.pending = fs.pending[1:]
+		if f.fail != nil {
+			if err := f.fail(f.calls, events); err != nil {
+				fs.ended = true
+				fs.ans <- streamAnswer{err: err}
+				close(fs.ans)
+				return
+			}
+		}
+		f.accepted = append(f.accepted, events...)
+		fs.ans <- streamAnswer{accepted: len(events)}
+	}
+}
+
+func (fs *fakeStream) keepalive() error {
+	fs.f.mu.Lock()
+	defer fs.f.mu.Unlock()
+	if fs.closed || fs.ended {
+		return errStreamClosed
+	}
+	fs.f.keepalives++
+	return nil
+}
+
+func (fs *fakeStream) answers() <-chan streamAnswer { return fs.ans }
+
+func (fs *fakeStream) close() {
+	fs.f.mu.Lock()
+	defer fs.f.mu.Unlock()
+	fs.closed = true
+}
+
+// answer answers the oldest n lines held on the current stream.
+func (f *fakePeers) answer(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cur != nil {
+		f.cur.answerLocked(n)
+	}
+}
+
+// setHold holds lines unanswered, or answers every line from now on,
+// those held included.
+func (f *fakePeers) setHold(hold bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold = hold
+	if !hold && f.cur != nil {
+		f.cur.answerLocked(len(f.cur.pending))
+	}
+}
+
+// pendingEvents is how many events wait for an answer on the current stream.
+func (f *fakePeers) pendingEvents() (lines, events int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cur == nil || f.cur.closed || f.cur.ended {
+		return 0, 0
+	}
+	for _, l := range f.cur.pending {
+		events += len(l)
+	}
+	return len(f.cur.pending), events
+}
+
+func (f *fakePeers) asked() (lines, events, asks int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.attempts), len(f.accepted), f.asks
+}
+
+func (f *fakePeers) counts() (opens, posts, keepalives int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opens, f.posts, f.keepalives
 }
 
 func (f *fakePeers) send(_ context.Context, _ string, events []Event, heldFrom uint64, _ time.Duration) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
+	f.posts++
 	f.attempts = append(f.attempts, len(events))
 	f.heldFrom = append(f.heldFrom, heldFrom)
 	if f.fail != nil {
@@ -104,7 +247,8 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestSenders(t *testing.T, opts Options) *testSenders {
+// newTestSenders starts the sender after setup, if given, has prepared it.
+func newTestSenders(t *testing.T, opts Options, setup ...func(*testSenders)) *testSenders {
 	t.Helper()
 	opts.PeerFinder = staticFinder(t, "127.0.0.1", "127.0.0.9")
 	opts.setDefaults()
@@ -113,6 +257,9 @@ func newTestSenders(t *testing.T, opts Options) *testSenders {
 	ts.out = newOutbox(opts.OutboxSize, opts.OutboxBytes, opts.PeerCutoff)
 	ts.out.now = ts.clock.Now
 	ts.b = newBroadcaster(logr.Discard(), ts.m, &opts, "127.0.0.9", ts.peers, ts.out)
+	for _, fn := range setup {
+		fn(ts)
+	}
 	ts.b.setPeers(t.Context(), []string{"127.0.0.1", "127.0.0.9"}) // .9 is this replica
 	t.Cleanup(ts.b.stop)
 	return ts
@@ -312,5 +459,147 @@ func TestCutOffDoesNotSkipAnotherLaggingPeer(t *testing.T) {
 	clock.Add(11 * time.Second)
 	if _, err := add("5"); err != nil {
 		t.Fatalf("after its own cut-off period: %v", err)
+	}
+}
+
+func TestStreamAcksMoveTheCursor(t *testing.T) {
+	ts := newTestSenders(t, Options{PeerBatch: 8}, func(ts *testSenders) { ts.peers.hold = true })
+	for i := 1; i <= 7; i++ {
+		if _, err := ts.publish(strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+		// Each event goes out at once, on its own line, unanswered.
+		waitUntil(t, "line "+strconv.Itoa(i)+" in flight", func() bool { l, _ := ts.peers.pendingEvents(); return l == i })
+	}
+	if lag := ts.out.lag("127.0.0.1"); lag != 7 {
+		t.Fatalf("lag %d before any answer, want 7", lag)
+	}
+	if _, _, asks := ts.peers.asked(); asks != 0 {
+		t.Errorf("the peer was asked for answers %d times with less than half the window in flight", asks)
+	}
+	// The eighth event fills half the window: its line asks for answers.
+	if _, err := ts.publish("8"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "line 8 in flight", func() bool { l, _ := ts.peers.pendingEvents(); return l == 8 })
+	if _, _, asks := ts.peers.asked(); asks != 1 {
+		t.Errorf("asked %d times with half the window in flight, want once", asks)
+	}
+	ts.peers.answer(1)
+	waitUntil(t, "the first answer moves the cursor", func() bool { return ts.out.lag("127.0.0.1") == 7 })
+	ts.peers.answer(7)
+	waitUntil(t, "every answer moves the cursor", func() bool { return ts.out.lag("127.0.0.1") == 0 })
+	if got := ts.peers.acceptedMsgs(); !equalStrings(got, msgs(1, 8)) {
+		t.Errorf("accepted %v", got)
+	}
+	if opens, posts, _ := ts.peers.counts(); opens != 1 || posts != 0 {
+		t.Errorf("%d streams and %d posts, want one stream", opens, posts)
+	}
+	if n := testutil.ToFloat64(ts.m.peerEventsSent.WithLabelValues("127.0.0.1")); n != 8 {
+		t.Errorf("sser_peer_events_sent_total = %v, want 8", n)
+	}
+}
+
+func TestStreamThatStopsAnsweringIsReopenedFromTheAckedCursor(t *testing.T) {
+	ts := newTestSenders(t, Options{PeerTimeout: 100 * time.Millisecond}, func(ts *testSenders) { ts.peers.hold = true })
+	for i := 1; i <= 5; i++ {
+		if _, err := ts.publish(strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "event "+strconv.Itoa(i)+" in flight", func() bool { _, n := ts.peers.pendingEvents(); return n > 0 })
+		if i == 1 {
+			ts.peers.answer(1) // then the peer goes silent
+		}
+	}
+	if _, err := ts.publish(msgs(6, 10)...); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a late answer makes the sender reopen", func() bool { opens, _, _ := ts.peers.counts(); return opens >= 2 })
+	if n := testutil.ToFloat64(ts.m.peerPostErrors.WithLabelValues("127.0.0.1")); n < 1 {
+		t.Errorf("the timed-out stream was not counted as failed")
+	}
+	ts.peers.setHold(false)
+	ts.b.wakeAll()
+	waitUntil(t, "everything acknowledged", func() bool { return ts.out.lag("127.0.0.1") == 0 })
+	// What the silent stream held was sent again from the acknowledged
+	// cursor: nothing lost, nothing twice, nothing out of order.
+	if got := ts.peers.acceptedMsgs(); !equalStrings(got, msgs(1, 10)) {
+		t.Fatalf("peer accepted %v, want 1..10 once each in order", got)
+	}
+}
+
+func TestStreamWindowBoundsEventsInFlight(t *testing.T) {
+	ts := newTestSenders(t, Options{PeerBatch: 4}, func(ts *testSenders) { ts.peers.hold = true })
+	if _, err := ts.publish(msgs(1, 20)...); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a full window in flight", func() bool { _, n := ts.peers.pendingEvents(); return n == 8 })
+	for range 3 {
+		ts.peers.answer(1)
+		waitUntil(t, "the window refilled", func() bool { _, n := ts.peers.pendingEvents(); return n == 8 })
+	}
+	ts.peers.setHold(false)
+	ts.b.wakeAll()
+	waitUntil(t, "everything acknowledged", func() bool { return ts.out.lag("127.0.0.1") == 0 })
+	ts.peers.mu.Lock()
+	defer ts.peers.mu.Unlock()
+	if ts.peers.maxInFlight > 8 {
+		t.Errorf("%d events were in flight at once, want at most 2×PeerBatch = 8", ts.peers.maxInFlight)
+	}
+	for i, n := range ts.peers.attempts {
+		if n > 4 {
+			t.Errorf("line %d carried %d events, want at most PeerBatch = 4", i, n)
+		}
+	}
+	if got := ts.peers.accepted; len(got) != 20 {
+		t.Errorf("accepted %d events, want 20", len(got))
+	}
+}
+
+func TestStreamKeepaliveWhileIdle(t *testing.T) {
+	ts := newTestSenders(t, Options{InternalReadTimeout: 90 * time.Millisecond})
+	if _, err := ts.publish("1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "keepalives on the idle stream", func() bool { _, _, k := ts.peers.counts(); return k >= 5 })
+	if opens, _, _ := ts.peers.counts(); opens != 1 {
+		t.Errorf("%d streams opened, want the first kept open", opens)
+	}
+}
+
+func TestSenderPostsToAPeerThatRefusesStreams(t *testing.T) {
+	ts := newTestSenders(t, Options{PeerBatch: 7}, func(ts *testSenders) {
+		ts.b.streamRetry = 200 * time.Millisecond
+		ts.peers.openErr = func(int) error { return fmt.Errorf("%w: 415", errStreamUnsupported) }
+	})
+	for i := 1; i <= 30; i++ {
+		if _, err := ts.publish(strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "every event posted", func() bool { return len(ts.peers.acceptedMsgs()) == 30 })
+	if got := ts.peers.acceptedMsgs(); !equalStrings(got, msgs(1, 30)) {
+		t.Fatalf("peer got %v", got)
+	}
+	waitUntil(t, "a stream tried again after streamRetry", func() bool { opens, _, _ := ts.peers.counts(); return opens >= 2 })
+	opens, posts, _ := ts.peers.counts()
+	if got := testutil.ToFloat64(ts.m.peerRequests.WithLabelValues("127.0.0.1")); got < float64(opens+posts) {
+		t.Errorf("sser_peer_requests_total = %v, want the %d streams and %d posts", got, opens, posts)
+	}
+	// Once the peer streams, the sender streams.
+	ts.peers.mu.Lock()
+	ts.peers.openErr = nil
+	ts.peers.mu.Unlock()
+	waitUntil(t, "a stream opened", func() bool {
+		ts.peers.mu.Lock()
+		defer ts.peers.mu.Unlock()
+		return ts.peers.cur != nil
+	})
+	if _, err := ts.publish("31"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the next event streamed", func() bool { return len(ts.peers.acceptedMsgs()) == 31 })
+	if _, posts2, _ := ts.peers.counts(); posts2 != posts {
+		t.Errorf("%d more posts after the peer streamed", posts2-posts)
 	}
 }

@@ -42,6 +42,7 @@ type metrics struct {
 	peerEventsSent   *prometheus.CounterVec
 	peerPostDuration *prometheus.HistogramVec
 	peerPostErrors   *prometheus.CounterVec
+	peerRequests     *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -65,7 +66,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.idempotentHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_publish_idempotent_replays_total", Help: "Publishes answered from the idempotency window instead of being published again."})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_auth_failures_total", Help: "Requests refused for wrong credentials, by endpoint."}, []string{"endpoint"})
 	m.replayTruncated = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_replay_truncated_total", Help: "Resumes that missed more than one replay may send: the oldest part was sent and the client resumes again for the rest."})
-	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_refused_total", Help: "Requests refused by a limit, by limit (connections, connections_per_ip, connection_rate, streams_per_connection, publish_rate, credential_failures, memory; frontend_connections from the binary's listener)."}, []string{"limit"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_refused_total", Help: "Requests refused by a limit, by limit (connections, connections_per_ip, connection_rate, streams_per_connection, publish_rate, credential_failures, memory, peer_streams_per_ip; frontend_connections from the binary's listener)."}, []string{"limit"})
 	m.framesQueued = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_frames_queued_total", Help: "Event frames queued to subscribers (one per event per subscriber)."})
 	m.bytesWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_bytes_written_total", Help: "Bytes written to SSE subscribers."})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
@@ -75,12 +76,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.warmups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_warmups_total", Help: "Start-up history warm-ups, by result (copied from a peer, or empty)."}, []string{"result"})
 	m.badRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_bad_requests_total", Help: "Requests answered with a 4xx, by endpoint and status."}, []string{"endpoint", "code"})
 	m.peers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_peers", Help: "Replicas in the current peer set, this one included."})
-	m.peerEventsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_events_sent_total", Help: "Events delivered to a peer."}, []string{"peer"})
-	m.peerPostDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sser_peer_post_duration_seconds", Help: "Latency of batch POSTs to a peer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"peer"})
-	m.peerPostErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_post_errors_total", Help: "Failed batch POSTs to a peer (each is retried while the peer is in the set)."}, []string{"peer"})
+	m.peerEventsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_events_sent_total", Help: "Events a peer acknowledged."}, []string{"peer"})
+	m.peerPostDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sser_peer_post_duration_seconds", Help: "Time from sending a batch to a peer to its acknowledgement: a line of the delivery stream (the peer holds answers until asked, at most 2 s, so this includes that wait), or a one-shot POST.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"peer"})
+	m.peerPostErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_post_errors_total", Help: "Failed deliveries to a peer: delivery streams that broke, timed out or were refused, and failed one-shot POSTs (what was not acknowledged is sent again while the peer is in the set)."}, []string{"peer"})
+	m.peerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_requests_total", Help: "HTTP requests opened to a peer for deliveries: each delivery stream opened, and each one-shot POST to a peer that does not stream."}, []string{"peer"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
 		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
-		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors} {
+		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors, m.peerRequests} {
 		f(c)
 	}
 	return m
@@ -102,6 +104,7 @@ func (m *metrics) forgetPeer(peer string) {
 	m.peerEventsSent.DeleteLabelValues(peer)
 	m.peerPostDuration.DeleteLabelValues(peer)
 	m.peerPostErrors.DeleteLabelValues(peer)
+	m.peerRequests.DeleteLabelValues(peer)
 	m.peerCutoffs.DeleteLabelValues(peer)
 }
 

@@ -78,23 +78,30 @@ type Options struct {
 	PeerCutoff time.Duration
 	// PeerQueue is the older name of OutboxSize, used when OutboxSize is 0.
 	PeerQueue int
-	// PeerBatch is the most events sent in one POST (default 500). A peer
-	// that times out gets smaller batches until it answers in time again.
+	// PeerBatch is the most events sent in one batch to a peer (default
+	// 500); a sender has at most two batches in flight. A peer that times
+	// out gets smaller batches until it answers in time again.
 	PeerBatch int
-	// PeerTimeout bounds one POST to a peer (default 10s). A peer that times
-	// out gets up to four times as long on the next attempts.
+	// PeerTimeout bounds how long a peer may take to answer for a batch
+	// once asked, and to open a delivery stream or answer a one-shot POST
+	// (default 10s). A peer that times out gets up to four times as long
+	// on the next attempts.
 	PeerTimeout time.Duration
 	// PeerBackoffMin and PeerBackoffMax bound the retry backoff (default 100ms and 5s).
 	PeerBackoffMin, PeerBackoffMax time.Duration
 
 	// InternalReadTimeout bounds reading one request on the internal
 	// listener, header and body (default 15s), so a client that trickles a
-	// body cannot hold a connection.
+	// body cannot hold a connection. On a peer's delivery stream it bounds
+	// each line instead (a silent stream is closed after 3/4 to all of
+	// it), and senders write a keepalive line every third of it.
 	InternalReadTimeout time.Duration
 
-	// MaxBodyBytes limits a request body on the internal endpoints (default 1 MiB).
+	// MaxBodyBytes limits a request body on the internal endpoints, and a
+	// line of a peer's delivery stream (default 1 MiB).
 	MaxBodyBytes int64
-	// MaxBatchEvents limits the events in one request (default 10000).
+	// MaxBatchEvents limits the events in one request or stream line
+	// (default 10000).
 	MaxBatchEvents int
 
 	// MaxSeqGap is the largest jump ahead in an origin's seq accepted from

@@ -189,16 +189,33 @@ func (o *outbox) read(after, upTo uint64, limit int) (events []Event, heldFrom u
 // next is what the peer's sender sends next: up to limit events after
 // what the peer acknowledged, and the lowest seq held.
 func (o *outbox) next(peer string, limit int) ([]Event, uint64) {
+	return o.nextAfter(peer, 0, limit)
+}
+
+// nextAfter is next for a sender that has events in flight: up to limit
+// events after seq after (what it sent so far, ahead of what the peer
+// acknowledged), and the lowest seq held. Nothing once the peer is gone.
+func (o *outbox) nextAfter(peer string, after uint64, limit int) ([]Event, uint64) {
 	o.mu.Lock()
 	c := o.cursors[peer]
 	if c == nil {
 		o.mu.Unlock()
 		return nil, 0
 	}
-	after := c.acked
+	after = max(after, c.acked)
 	o.mu.Unlock()
 	events, heldFrom, _ := o.read(after, ^uint64(0), limit)
 	return events, heldFrom
+}
+
+// acked is what peer acknowledged so far (0 when it has no cursor).
+func (o *outbox) acked(peer string) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if c := o.cursors[peer]; c != nil {
+		return c.acked
+	}
+	return 0
 }
 
 // ack records that peer accepted every event up to seq.

@@ -52,7 +52,11 @@ type rangeAnswer struct {
 // peerClient is everything a replica asks of a peer. One implementation
 // speaks HTTP; tests give a fake.
 type peerClient interface {
-	// send delivers a batch of this replica's events.
+	// openStream opens a delivery stream (peerstream.go): batches go out
+	// as lines, answers come back per line. errStreamUnsupported: the peer
+	// takes one batch per request only, through send.
+	openStream(ctx context.Context, peer string, timeout time.Duration) (peerStream, error)
+	// send delivers a batch of this replica's events in one request.
 	send(ctx context.Context, peer string, events []Event, heldFrom uint64, timeout time.Duration) error
 	// rangeRead fetches up to limit events of origin with after < seq <= upTo.
 	rangeRead(ctx context.Context, peer, origin string, after, upTo uint64, limit int) (*rangeAnswer, error)
@@ -71,6 +75,7 @@ func (e timeoutError) Unwrap() error { return e.error }
 // httpPeers is the peerClient over HTTP/1.1 keep-alive connections.
 type httpPeers struct {
 	client  *http.Client
+	dialer  *net.Dialer
 	self    string
 	port    int
 	token   string
@@ -90,7 +95,7 @@ func newHTTPPeers(self string, port int, token string, timeout time.Duration) *h
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   false,
 	}
-	return &httpPeers{client: &http.Client{Transport: tr}, self: self, port: port, token: token, timeout: timeout}
+	return &httpPeers{client: &http.Client{Transport: tr}, dialer: d, self: self, port: port, token: token, timeout: timeout}
 }
 
 func (p *httpPeers) url(ip, path string, q url.Values) string {
@@ -154,14 +159,10 @@ func (p *httpPeers) send(ctx context.Context, peer string, events []Event, heldF
 		}
 		return err
 	}
-	switch {
-	case resp.StatusCode/100 == 2:
+	if resp.StatusCode/100 == 2 {
 		return nil
-	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode/100 == 5:
-		return fmt.Errorf("peer answered %s: %s", resp.Status, bytes.TrimSpace(msg))
-	default:
-		return permanentError{fmt.Errorf("peer answered %s: %s", resp.Status, bytes.TrimSpace(msg))}
 	}
+	return statusError(resp.StatusCode, string(bytes.TrimSpace(msg)))
 }
 
 // permanentError is an answer that retrying the same request cannot change.

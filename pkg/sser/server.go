@@ -55,11 +55,15 @@ type ServerImpl struct {
 	handler   http.Handler
 	err       error         // the first failure of any part, once done is closed
 	snapshots chan struct{} // bounds the snapshot pages served at once
-	fail      context.CancelCauseFunc
-	conns     *connLimits
-	failures  *failureThrottle
-	pubRate   *keyedBuckets
-	memory    memoryGuard
+	// peerStreams are the delivery streams peers hold open here; answers
+	// on them are held for up to answerDelay (streamAnswerDelay).
+	peerStreams *peerStreams
+	answerDelay atomic.Int64 // nanoseconds
+	fail        context.CancelCauseFunc
+	conns       *connLimits
+	failures    *failureThrottle
+	pubRate     *keyedBuckets
+	memory      memoryGuard
 
 	// Background work (warm-up) that must end before Done.
 	bgMu      sync.Mutex
@@ -119,7 +123,10 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 		warmCh:    make(chan struct{}),
 		book:      newOriginBook(opts.MaxOriginsPerPeer),
 		snapshots: make(chan struct{}, 2),
+
+		peerStreams: newPeerStreams(maxPeerStreamsPerIP),
 	}
+	s.answerDelay.Store(int64(streamAnswerDelay))
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
 	s.hub.self = s.origin
 	s.hub.opts.maxSeqGap = opts.MaxSeqGap
@@ -253,6 +260,9 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		<-ctx.Done()
 		s.stopped.Store(true)
 		s.ready.Store(false)
+		// Shutdown waits for handlers but does not end them: the delivery
+		// streams end here (their senders reopen them elsewhere).
+		s.peerStreams.closeAll()
 		if srv != nil {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			_ = srv.Shutdown(sctx)
