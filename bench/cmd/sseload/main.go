@@ -98,7 +98,7 @@ type result struct {
 	// Per delivered event: bytes of its frame and of its id value.
 	FrameBytesPerEvent float64 `json:"frameBytesPerEvent"`
 	IDBytesPerEvent    float64 `json:"idBytesPerEvent"`
-	CPUUsPerDelivery float64 `json:"cpuUsPerDelivery"`
+	CPUUsPerDelivery   float64 `json:"cpuUsPerDelivery"`
 }
 
 func main() {

@@ -61,6 +61,7 @@ type config struct {
 	dialers      int
 	startTimeout time.Duration
 	drain        time.Duration
+	idle         time.Duration
 	json         bool
 	label        string
 	engine       string
@@ -102,8 +103,13 @@ type result struct {
 	P99Ms float64 `json:"p99Ms"`
 	MaxMs float64 `json:"maxMs"`
 
-	CPUSeconds             float64 `json:"cpuSeconds"`    // all replicas, publish phase
-	CPUMsPerEvent          float64 `json:"cpuMsPerEvent"` // ÷ events published
+	CPUSeconds    float64 `json:"cpuSeconds"`    // all replicas, publish phase
+	CPUMsPerEvent float64 `json:"cpuMsPerEvent"` // ÷ events published
+	// IdleCores is the replicas' CPU while idle (subscribers connected,
+	// nothing published), and CPUMsPerEventAboveIdle the publish phase's
+	// CPU less that, per event: the cost of the events themselves.
+	IdleCores              float64 `json:"idleCores"`
+	CPUMsPerEventAboveIdle float64 `json:"cpuMsPerEventAboveIdle"`
 	PeerMetric             string  `json:"peerMetric,omitempty"`
 	PeerRequests           float64 `json:"peerRequests"`
 	PeerReqPerEventPerPeer float64 `json:"peerReqPerEventPerPeer"` // ÷ (published × (replicas − 1))
@@ -126,6 +132,7 @@ func main() {
 	flag.IntVar(&cfg.dialers, "dialers", 32, "subscriptions opened concurrently")
 	flag.DurationVar(&cfg.startTimeout, "start-timeout", time.Minute, "limit on the replicas becoming ready, and on the subscribers connecting")
 	flag.DurationVar(&cfg.drain, "drain", 15*time.Second, "limit on delivering the rest after the last publish")
+	flag.DurationVar(&cfg.idle, "idle", 3*time.Second, "measure the replicas' idle CPU for this long before publishing (0: skip)")
 	flag.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
 	flag.StringVar(&cfg.label, "label", "", "scenario name copied into the result, for bench/mesh.sh")
 	flag.StringVar(&cfg.engine, "engine", "sser", "engine name written in the result (sser-base for a binary built at BASE)")
@@ -185,6 +192,9 @@ func printResult(r *result) {
 		r.Delivered, r.Expected, r.Seconds, r.Missing, r.Duplicates, r.Unaccepted, r.LostNotices, r.Disconnected, r.Complete)
 	fmt.Printf("  latency      p50 %.2fms, p99 %.2fms, max %.2fms\n", r.P50Ms, r.P99Ms, r.MaxMs)
 	fmt.Printf("  CPU          %.2fs over all replicas, %.3f ms per published event\n", r.CPUSeconds, r.CPUMsPerEvent)
+	if r.IdleCores > 0 {
+		fmt.Printf("  idle         %.3f cores; %.3f ms per published event above idle\n", r.IdleCores, r.CPUMsPerEventAboveIdle)
+	}
 	if r.Replicas > 1 {
 		fmt.Printf("  peer         %.0f requests (%s), %.3f per event per peer\n", r.PeerRequests, r.PeerMetric, r.PeerReqPerEventPerPeer)
 	}
@@ -197,7 +207,7 @@ func run(ctx context.Context, cfg config, logw io.Writer) (res *result, err erro
 		return nil, err
 	}
 	// The whole run is capped: start, connect, publish, drain, and slack.
-	total := 2*cfg.startTimeout + time.Duration(float64(cfg.events)/cfg.rate*float64(time.Second)) + cfg.duration + cfg.drain + 30*time.Second
+	total := 2*cfg.startTimeout + time.Duration(float64(cfg.events)/cfg.rate*float64(time.Second)) + cfg.duration + cfg.drain + cfg.idle + 30*time.Second
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
 
@@ -276,6 +286,27 @@ func run(ctx context.Context, cfg config, logw io.Writer) (res *result, err erro
 	res.ConnectSeconds = time.Since(connStart).Seconds()
 	logf("%d subscribers connected in %.1fs", cfg.subs, res.ConnectSeconds)
 
+	// The idle baseline: what the replicas spend with subscribers connected
+	// and nothing published (timers, keepalives, anti-entropy, the Go
+	// runtime), so that the cost of the events themselves can be told apart.
+	if cfg.idle > 0 {
+		idle0, err := cpuTimes(m.pids())
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		select {
+		case <-time.After(cfg.idle):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		idle1, err := cpuTimes(m.pids())
+		if err != nil {
+			return nil, err
+		}
+		res.IdleCores = (idle1 - idle0).Seconds() / time.Since(t0).Seconds()
+	}
+
 	// The publish phase: counters and CPU times before and after.
 	before, err := m.scrape(ctx, peerRequestMetrics)
 	if err != nil {
@@ -313,6 +344,7 @@ func run(ctx context.Context, cfg config, logw io.Writer) (res *result, err erro
 	if err != nil {
 		return nil, err
 	}
+	phase := time.Since(start).Seconds()
 	after, err := m.scrape(ctx, peerRequestMetrics)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -342,6 +374,9 @@ func run(ctx context.Context, cfg config, logw io.Writer) (res *result, err erro
 	res.CPUSeconds = (cpu1 - cpu0).Seconds()
 	if res.Published > 0 {
 		res.CPUMsPerEvent = res.CPUSeconds * 1000 / float64(res.Published)
+		if cfg.idle > 0 {
+			res.CPUMsPerEventAboveIdle = max(0, res.CPUSeconds-res.IdleCores*phase) * 1000 / float64(res.Published)
+		}
 	}
 	res.PeerMetric, res.PeerRequests = peerRequests(before, after)
 	if cfg.replicas > 1 && res.Published > 0 {
