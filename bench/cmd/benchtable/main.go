@@ -50,6 +50,7 @@ type run struct {
 	Replicas               int     `json:"replicas"`
 	Round                  int     `json:"round"`
 	CPUMsPerEvent          float64 `json:"cpuMsPerEvent"`
+	CPUMsPerEventAboveIdle float64 `json:"cpuMsPerEventAboveIdle"`
 	PeerReqPerEventPerPeer float64 `json:"peerReqPerEventPerPeer"`
 	PublishedPerS          float64 `json:"publishedPerS"`
 }
@@ -269,6 +270,7 @@ func metricsFor(r run) []metric {
 			{"latency p50", func(r run) float64 { return r.P50Ms }, ms},
 			{"latency p99", func(r run) float64 { return r.P99Ms }, ms},
 			{"CPU per published event (all replicas)", func(r run) float64 { return r.CPUMsPerEvent }, ms},
+			{"CPU per published event above idle", func(r run) float64 { return r.CPUMsPerEventAboveIdle }, ms},
 			{fmt.Sprintf("events/s published (target %g)", r.Rate), func(r run) float64 { return r.PublishedPerS }, si},
 		}
 		if r.Replicas > 1 {
