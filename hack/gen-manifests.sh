@@ -29,10 +29,10 @@ header="# Generated from charts/sser by hack/gen-manifests.sh (make manifests). 
 
 # render VALUES... writes the chart's objects to stdout with helm's
 # bookkeeping removed: managed-by says kustomize and there is no helm.sh/chart
-# label (these objects are not a Helm release). The "# Source:" comments are
-# consumed by split below.
+# label (these objects are not a Helm release), and no `helm test` Pod (nor
+# its NetworkPolicy rule). The "# Source:" comments are consumed by split below.
 render() {
-  "${helm}" template "${release}" "${root}/charts/sser" --namespace "${namespace}" "$@" |
+  "${helm}" template "${release}" "${root}/charts/sser" --namespace "${namespace}" --set tests.enabled=false "$@" |
     sed -e 's/app.kubernetes.io\/managed-by: Helm/app.kubernetes.io\/managed-by: kustomize/' \
       -e '/^ *helm\.sh\/chart: /d'
 }

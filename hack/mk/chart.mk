@@ -32,11 +32,12 @@ promtool: ## Build Prometheus's promtool from the Go module proxy into the tools
 	hack/install-promtool.sh
 
 .PHONY: test-chart
-test-chart: ## Chart tests: lint, template assertions, schema, alert rules (promtool), server-side dry-run (CRDs included) and RBAC on envtest.
+test-chart: ## Chart tests: lint, templates, schema, alert rules (promtool), the helm test script on real replicas, server-side dry-run (CRDs included), RBAC on envtest.
 	SSER_HELM="$${SSER_HELM:-$$(hack/install-helm.sh | tail -n1)}" \
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/envtest-assets.sh | tail -n1)}" \
 	SSER_TEST_CRDS="$${SSER_TEST_CRDS:-$$(hack/test-crds.sh | tail -n1)}" \
 	SSER_PROMTOOL="$${SSER_PROMTOOL:-$$(hack/install-promtool.sh | tail -n1)}" \
+	SSER_BIN="$${SSER_BIN:-$$(mkdir -p .cache && $(GO) build -o .cache/sser-chart ./cmd/sser && echo $$PWD/.cache/sser-chart)}" \
 	$(GO) test -race -count=1 ./test/chart/...
 
 .PHONY: e2e-helm

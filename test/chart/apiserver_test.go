@@ -63,19 +63,19 @@ func TestServerSideDryRun(t *testing.T) {
 		objects   func(t *testing.T) []*unstructured.Unstructured
 		wantKinds int // distinct kinds expected, so an empty render cannot pass
 	}{
-		{"chart optional objects", chart("dry-optional", "-f", filepath.Join(RepoRoot(t), "test", "chart", "testdata", "optional-values.yaml")), 13},
+		{"chart optional objects", chart("dry-optional", "-f", filepath.Join(RepoRoot(t), "test", "chart", "testdata", "optional-values.yaml")), 14},
 		{"chart PodMonitor", chart("dry-podmonitor", "--set", "metrics.podMonitor.enabled=true,metrics.podMonitor.scrapeTimeout=10s,internalService.enabled=false"), 9},
-		{"chart defaults", chart("dry-default"), 8},
+		{"chart defaults", chart("dry-default"), 9},
 		{"chart ci/full-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-full", "-f", ciValues(t, "full-values.yaml"))(t)
-		}, 14},
+		}, 15},
 		{"chart ci/minimal-values.yaml", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-minimal", "-f", ciValues(t, "minimal-values.yaml"))(t)
 		}, 2},
 		{"chart subscriber authentication", chart("dry-auth", "--set", "auth.jwt.hs256Secret.existingSecret=jwt,auth.jwt.publicKey.existingSecret=jwt,auth.jwt.jwks.existingSecret=jwks",
 			"--set", "auth.tickets.key.existingSecret=tickets,sser.publishToken.existingSecret=publishers,sser.internalToken.existingSecret=old",
-			"--set-json", `auth.jwt.streamTemplates=["users/{sub}/*"]`), 8},
-		{"chart NetworkPolicy and HPA", chart("dry-np", "--set", "networkPolicy.internal.namespaces={shop},autoscaling.enabled=true"), 9},
+			"--set-json", `auth.jwt.streamTemplates=["users/{sub}/*"]`), 9},
+		{"chart NetworkPolicy and HPA", chart("dry-np", "--set", "networkPolicy.internal.namespaces={shop},autoscaling.enabled=true"), 10},
 		{"chart sidecar values", func(t *testing.T) []*unstructured.Unstructured {
 			return chart("dry-sidecar", "-f", filepath.Join(RepoRoot(t), "examples", "sidecar", "values.yaml"))(t)
 		}, 8},

@@ -283,7 +283,8 @@ func wantKinds(t *testing.T, r rendered, want map[string]int) {
 }
 
 func TestTemplate(t *testing.T) {
-	defaultKinds := map[string]int{"Deployment": 1, "Service": 2, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "PodDisruptionBudget": 1, "Secret": 1, "NetworkPolicy": 1}
+	// The Pod is the `helm test` hook.
+	defaultKinds := map[string]int{"Deployment": 1, "Service": 2, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "PodDisruptionBudget": 1, "Secret": 1, "NetworkPolicy": 1, "Pod": 1}
 	withKinds := func(changes map[string]int) map[string]int {
 		m := maps.Clone(defaultKinds)
 		for k, v := range changes {
@@ -353,9 +354,10 @@ func TestTemplate(t *testing.T) {
 				// Subscriber authentication is off: no flag, no key mounted.
 				wantNoAuth(t, r)
 
-				// The NetworkPolicy is on: the internal port only from the release's own pods.
-				if got, want := internalSources(t, r), []string{"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String()}; !slices.Equal(got, want) {
-					t.Errorf("internal port sources %q, want only the release's pods %q", got, want)
+				// The NetworkPolicy is on: the internal port only from the release's
+				// own pods and its `helm test` Pod.
+				if got, want := internalSources(t, r), []string{"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String(), testPodSource}; !slices.Equal(got, want) {
+					t.Errorf("internal port sources %q, want only the release's pods and its test %q", got, want)
 				}
 
 				// Tuning is left to the binary's defaults.
@@ -689,7 +691,7 @@ func TestTemplate(t *testing.T) {
 			args: []string{"--set", "fullnameOverride=rt"},
 			check: func(t *testing.T, r rendered) {
 				for _, o := range r.objs {
-					if o.GetName() != "rt" && o.GetName() != "rt-internal" && o.GetName() != "rt-peer-token" {
+					if !slices.Contains([]string{"rt", "rt-internal", "rt-peer-token", "rt-test-delivery"}, o.GetName()) {
 						t.Errorf("%s named %s, want rt", o.GetKind(), o.GetName())
 					}
 				}
@@ -703,7 +705,7 @@ func TestTemplate(t *testing.T) {
 				wantKinds(t, r, defaultKinds)
 				got := internalSources(t, r)
 				want := []string{
-					"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String(),
+					"pods:" + labels.SelectorFromSet(r.deploy.Spec.Selector.MatchLabels).String(), testPodSource,
 					"ns:shop", "ns:monitoring", "pods:role=publisher",
 				}
 				if !slices.Equal(got, want) {
@@ -911,7 +913,8 @@ func TestTemplate(t *testing.T) {
 			name: "no internal Service", release: "sser", fullname: "sser",
 			args: []string{"--set", "internalService.enabled=false"},
 			check: func(t *testing.T, r rendered) {
-				wantKinds(t, r, withKinds(map[string]int{"Service": 1}))
+				// The test publishes through the internal Service.
+				wantKinds(t, r, withKinds(map[string]int{"Service": 1, "Pod": 0}))
 			},
 		},
 		{

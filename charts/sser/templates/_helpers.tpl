@@ -309,3 +309,34 @@ in sser.extraArgs; else the binary's default of 65536).
 {{- div $outbox 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether the `helm test` Pod is rendered: tests.enabled, and the internal
+Service it publishes through exists.
+*/}}
+{{- define "sser.testEnabled" -}}
+{{- if and .Values.tests.enabled .Values.internalService.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Labels of the `helm test` Pod that the NetworkPolicy admits it by. They
+differ from the selector labels in app.kubernetes.io/name, so nothing that
+selects the replicas selects it.
+*/}}
+{{- define "sser.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "sser.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{/*
+Image of the `helm test` Pod: repository@digest, else repository:tag.
+*/}}
+{{- define "sser.testImage" -}}
+{{- $i := .Values.tests.image }}
+{{- if $i.digest }}
+{{- printf "%s@%s" $i.repository $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $i.repository $i.tag }}
+{{- end }}
+{{- end }}
