@@ -21,7 +21,15 @@ manifests: ## Regenerate manifests/base and manifests/components from the chart.
 verify-manifests: ## Fail when manifests/ is stale against the chart.
 	hack/verify-manifests.sh
 
-verify: helm-lint verify-manifests
+.PHONY: chart-docs
+chart-docs: ## Regenerate the values table in charts/sser/README.md from values.yaml's comments.
+	$(GO) run ./hack/chartdocs -chart charts/sser
+
+.PHONY: verify-chart-docs
+verify-chart-docs: ## Fail when the values table in charts/sser/README.md is stale.
+	$(GO) run ./hack/chartdocs -chart charts/sser -check
+
+verify: helm-lint verify-manifests verify-chart-docs
 
 .PHONY: test-crds
 test-crds: ## Fetch the ServiceMonitor, PodMonitor, PrometheusRule and HTTPRoute CRDs from the Go module proxy; prints their directory.

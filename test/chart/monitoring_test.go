@@ -357,10 +357,10 @@ func TestDashboard(t *testing.T) {
 		Expr string `json:"expr"`
 	}
 	type panel struct {
-		ID      int      `json:"id"`
-		Type    string   `json:"type"`
-		Title   string   `json:"title"`
-		Targets []target `json:"targets"`
+		ID      int                      `json:"id"`
+		Type    string                   `json:"type"`
+		Title   string                   `json:"title"`
+		Targets []target                 `json:"targets"`
 		GridPos struct{ H, W, X, Y int } `json:"gridPos"`
 	}
 	var dash struct {
