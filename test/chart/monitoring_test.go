@@ -387,14 +387,24 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("variables %q", vars)
 	}
 	ids := map[int]bool{}
+	taken := map[[2]int]string{} // grid cell -> panel
 	var exprs []string
 	for _, p := range dash.Panels {
 		if ids[p.ID] {
 			t.Errorf("panel id %d twice", p.ID)
 		}
 		ids[p.ID] = true
-		if p.GridPos.X+p.GridPos.W > 24 || p.GridPos.W == 0 || p.GridPos.H == 0 {
-			t.Errorf("panel %q grid %+v", p.Title, p.GridPos)
+		g := p.GridPos
+		if g.X+g.W > 24 || g.W == 0 || g.H == 0 {
+			t.Errorf("panel %q grid %+v", p.Title, g)
+		}
+		for x := g.X; x < g.X+g.W; x++ {
+			for y := g.Y; y < g.Y+g.H; y++ {
+				if other, ok := taken[[2]int{x, y}]; ok {
+					t.Fatalf("panels %q and %q overlap at %d,%d", other, p.Title, x, y)
+				}
+				taken[[2]int{x, y}] = p.Title
+			}
 		}
 		if p.Type == "row" {
 			continue
