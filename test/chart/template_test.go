@@ -394,10 +394,10 @@ func TestTemplate(t *testing.T) {
 		{
 			name: "allowed streams, write timeout, body size and log format", release: "sser", fullname: "sser",
 			args: []string{"--set-json", `sser.allowedStreams=["public/*","users/*/inbox","[a-c]?"]`, "--set", "sser.writeTimeout=30s",
-				"--set-json", "sser.maxBodyBytes=8388608", "--set", "sser.logFormat=text"},
+				"--set-json", "sser.maxBodyBytes=8388608", "--set", "sser.logFormat=text,sser.logLevel=warn"},
 			check: func(t *testing.T, r rendered) {
 				for f, want := range map[string]string{
-					"allowed-streams": "public/*,users/*/inbox,[a-c]?", "write-timeout": "30s", "max-body-bytes": "8388608", "log-format": "text",
+					"allowed-streams": "public/*,users/*/inbox,[a-c]?", "write-timeout": "30s", "max-body-bytes": "8388608", "log-format": "text", "log-level": "warn",
 				} {
 					if got, ok := r.flag(f); !ok || got != want {
 						t.Errorf("--%s=%q (set %v), want %q", f, got, ok, want)
