@@ -43,8 +43,10 @@ func TestMeshDeliversEverything(t *testing.T) {
 	if res.CPUSeconds < 0 || res.P50Ms <= 0 || res.P99Ms < res.P50Ms {
 		t.Fatalf("implausible result: %+v", *res)
 	}
-	if res.PeerMetric == "" || res.PeerRequests <= 0 || res.PeerReqPerEventPerPeer <= 0 {
-		t.Fatalf("no peer requests counted (metric %q, %g requests)", res.PeerMetric, res.PeerRequests)
+	// Replicas keep a delivery stream open to each peer: the requests
+	// counted while publishing are the streams opened then, at most a few.
+	if res.PeerMetric != "sser_peer_requests_total" || res.PeerRequests < 0 || res.PeerRequests > 4 {
+		t.Fatalf("peer requests: metric %q, %g requests while publishing 20 events; want sser_peer_requests_total and at most a few", res.PeerMetric, res.PeerRequests)
 	}
 }
 
