@@ -93,7 +93,7 @@ func (s *ServerImpl) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": status, "failed": failed})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "peers": s.Peers()})
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "peers": s.Peers(), "peersDown": s.bc.downPeers()})
 }
 
 // credential guards endpoints with token, when one is set: 401 without

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -75,6 +78,7 @@ func (b *broadcaster) setPeers(ctx context.Context, ips []string) {
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		s := newPeerSender(b, ip, cancel)
+		s.up.Set(1)
 		b.out.addPeer(ip)
 		b.senders[ip] = s
 		b.wg.Add(1)
@@ -93,6 +97,26 @@ func (b *broadcaster) setPeers(ctx context.Context, ips []string) {
 			b.m.forgetPeer(ip)
 		}
 	}
+}
+
+// downPeers lists the peers that count as down now.
+func (b *broadcaster) downPeers() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := []string{}
+	for ip, s := range b.senders {
+		if s.down.Load() {
+			out = append(out, ip)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// warn logs msg at WARN when the logger is backed by slog (the binary's),
+// and as an ordinary line otherwise.
+func warn(log logr.Logger, msg string, kv ...any) {
+	slog.New(logr.ToSlogHandler(log)).Warn(msg, kv...)
 }
 
 // currentPeers is the last peer set, this replica included.
@@ -189,12 +213,20 @@ type peerSender struct {
 	sentN    prometheus.Counter
 	acks     prometheus.Observer
 	errs     prometheus.Counter
+	up       prometheus.Gauge
+	// down is set while the peer counts as down (see peerDownAfter).
+	down atomic.Bool
 }
+
+// peerDownAfter is how many failed deliveries in a row make a peer count
+// as down: one failure is often a connection the peer just closed.
+const peerDownAfter = 2
 
 func newPeerSender(b *broadcaster, ip string, cancel context.CancelFunc) *peerSender {
 	return &peerSender{b: b, ip: ip, log: b.log.WithValues("peer", ip), wake: make(chan struct{}, 1), cancel: cancel,
 		requests: b.m.peerRequests.WithLabelValues(ip), sentN: b.m.peerEventsSent.WithLabelValues(ip),
-		acks: b.m.peerPostDuration.WithLabelValues(ip), errs: b.m.peerPostErrors.WithLabelValues(ip)}
+		acks: b.m.peerPostDuration.WithLabelValues(ip), errs: b.m.peerPostErrors.WithLabelValues(ip),
+		up: b.m.peerUp.WithLabelValues(ip)}
 }
 
 const (
@@ -413,7 +445,10 @@ func (s *peerSender) acked(st *sendState, b inflight) {
 	s.b.out.ack(s.ip, b.last)
 	s.acks.Observe(time.Since(b.sent).Seconds())
 	s.sentN.Add(float64(b.n))
-	if st.failures > 0 {
+	if s.down.Swap(false) {
+		s.up.Set(1)
+		warn(s.log, "peer up again: deliveries to it succeed", "failedAttempts", st.failures, "unacknowledged", s.b.out.lag(s.ip))
+	} else if st.failures > 0 {
 		s.log.Info("peer reachable again", "failedAttempts", st.failures)
 	}
 	st.failures = 0
@@ -439,6 +474,11 @@ func (s *peerSender) failed(ctx context.Context, st *sendState, err error) bool 
 		// The peer refuses these events (it does not see us as a peer
 		// yet, say): they stay in the outbox; wait as long as allowed.
 		st.backoff = opts.PeerBackoffMax
+	}
+	if st.failures == peerDownAfter && !s.down.Swap(true) {
+		s.up.Set(0)
+		warn(s.log, "peer down: deliveries to it fail; its events wait in the outbox", "attempts", st.failures,
+			"unacknowledged", s.b.out.lag(s.ip), "error", err.Error())
 	}
 	if st.failures == 1 || st.failures%20 == 0 {
 		s.log.Info("delivery to peer failed, retrying with backoff", "attempt", st.failures, "unacknowledged", s.b.out.lag(s.ip),

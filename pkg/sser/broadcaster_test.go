@@ -1,11 +1,16 @@
 package sser
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -602,4 +607,62 @@ func TestSenderPostsToAPeerThatRefusesStreams(t *testing.T) {
 	if _, posts2, _ := ts.peers.counts(); posts2 != posts {
 		t.Errorf("%d more posts after the peer streamed", posts2-posts)
 	}
+}
+
+// A peer whose deliveries keep failing is down: sser_peer_up 0, one WARN
+// line and readiness naming it, not a line per attempt; when a delivery
+// succeeds again it is up, with one WARN line more.
+func TestPeerDownAndUpAreVisible(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	ts := newTestSenders(t, Options{}, func(ts *testSenders) {
+		ts.b.log = logr.FromSlogHandler(slog.NewJSONHandler(&lockedWriter{mu: &mu, w: &logs}, nil))
+	})
+	up := ts.m.peerUp.WithLabelValues("127.0.0.1")
+	if testutil.ToFloat64(up) != 1 {
+		t.Fatalf("sser_peer_up = %v for a peer just joined, want 1", testutil.ToFloat64(up))
+	}
+	var failing atomic.Bool
+	failing.Store(true)
+	ts.peers.setFail(func(int, []Event) error {
+		if failing.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	if _, err := ts.publish("1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the peer down", func() bool { return testutil.ToFloat64(up) == 0 })
+	if got := ts.b.downPeers(); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Errorf("down peers %v, want [127.0.0.1]", got)
+	}
+	waitUntil(t, "several more failed attempts", func() bool {
+		return testutil.ToFloat64(ts.m.peerPostErrors.WithLabelValues("127.0.0.1")) >= 6
+	})
+	failing.Store(false)
+	waitUntil(t, "the peer up", func() bool { return testutil.ToFloat64(up) == 1 })
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if n := strings.Count(out, `"level":"WARN","msg":"peer down`); n != 1 {
+		t.Errorf("%d peer-down WARN lines, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, `"level":"WARN","msg":"peer up again`); n != 1 {
+		t.Errorf("%d peer-up WARN lines, want 1:\n%s", n, out)
+	}
+	if len(ts.b.downPeers()) != 0 {
+		t.Errorf("down peers %v after it came back", ts.b.downPeers())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -2,6 +2,8 @@ package sser
 
 import (
 	"encoding/json"
+	"runtime"
+	"runtime/debug"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +45,7 @@ type metrics struct {
 	peerPostDuration *prometheus.HistogramVec
 	peerPostErrors   *prometheus.CounterVec
 	peerRequests     *prometheus.CounterVec
+	peerUp           *prometheus.GaugeVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -79,10 +82,14 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.peerEventsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_events_sent_total", Help: "Events a peer acknowledged."}, []string{"peer"})
 	m.peerPostDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sser_peer_post_duration_seconds", Help: "Time from sending a batch to a peer to its acknowledgement: a line of the delivery stream (the peer holds answers until asked, at most 2 s, so this includes that wait), or a one-shot POST.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"peer"})
 	m.peerPostErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_post_errors_total", Help: "Failed deliveries to a peer: delivery streams that broke, timed out or were refused, and failed one-shot POSTs (what was not acknowledged is sent again while the peer is in the set)."}, []string{"peer"})
+	version, revision := buildVersion()
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sser_build_info", Help: "Always 1; the labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()}}, func() float64 { return 1 }))
+	m.peerUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sser_peer_up", Help: "1 while deliveries to a peer succeed, 0 from its second failed attempt in a row until one succeeds again."}, []string{"peer"})
 	m.peerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_requests_total", Help: "HTTP requests opened to a peer for deliveries: each delivery stream opened, and each one-shot POST to a peer that does not stream."}, []string{"peer"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
 		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
-		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors, m.peerRequests} {
+		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors, m.peerRequests, m.peerUp} {
 		f(c)
 	}
 	return m
@@ -105,10 +112,30 @@ func (m *metrics) forgetPeer(peer string) {
 	m.peerPostDuration.DeleteLabelValues(peer)
 	m.peerPostErrors.DeleteLabelValues(peer)
 	m.peerRequests.DeleteLabelValues(peer)
+	m.peerUp.DeleteLabelValues(peer)
 	m.peerCutoffs.DeleteLabelValues(peer)
 }
 
 func jsonStrings(s []string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// buildVersion is the module version and VCS revision the binary was built
+// from, as far as the build recorded them.
+func buildVersion() (version, revision string) {
+	version, revision = "dev", "unknown"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version, revision
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		version = v
+	}
+	for _, st := range bi.Settings {
+		if st.Key == "vcs.revision" {
+			revision = st.Value
+		}
+	}
+	return version, revision
 }

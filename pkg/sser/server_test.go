@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sser-dev/sser/internal/ssetest"
+	"github.com/sser-dev/sser/internal/testproc"
 	"github.com/sser-dev/sser/pkg/peerfinder"
 )
 
@@ -613,5 +614,16 @@ func TestLoneReplicaPeersOnlyWithItself(t *testing.T) {
 	}
 	if n := ts.out.lag("127.0.0.1"); n != 0 || len(ts.otherPeers()) != 0 {
 		t.Errorf("a sender to another address exists (lag %d, others %v)", n, ts.otherPeers())
+	}
+}
+
+// Operators can tell which build a replica runs from /metrics alone.
+func TestBuildInfoIsExported(t *testing.T) {
+	ts := startServer(t, Options{})
+	for _, name := range []string{"sser_build_info"} {
+		n, ok, err := testproc.Metric(ts.internal+"/metrics", name, "")
+		if err != nil || !ok || n != 1 {
+			t.Errorf("%s = %v (found %v, %v), want 1", name, n, ok, err)
+		}
 	}
 }
