@@ -442,9 +442,9 @@ func (sub *subscriber) beat(now int64, b beatTiming) int64 {
 		sub.mu.Unlock()
 		return b.next(now)
 	}
-	if now-hc.lastWrite < b.quiet-b.grain {
+	if last := hc.lastWrite; now-last < b.quiet-b.grain {
 		sub.mu.Unlock()
-		return b.next(hc.lastWrite)
+		return b.next(last)
 	}
 	hc.beat = true
 	// Idle for a whole heartbeat: hold no queue.
