@@ -574,7 +574,8 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	if h.closed {
 		return resumeResult{}, false
 	}
-	if sub.group != nil && sub.group.done {
+	if g := sub.group; g != nil && (g.done || g.ctx.Err() != nil) {
+		// The handler's context ended (closeGroup may not have run yet).
 		return resumeResult{}, false
 	}
 	res := resumeResult{resumed: resuming}
