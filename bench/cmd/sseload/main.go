@@ -61,6 +61,7 @@ type config struct {
 	rssEvery  time.Duration
 	json      bool
 	profile   string
+	heapProf  string
 	label     string
 	// engineLabel names the engine in the result (default the engine):
 	// compare.sh runs sser built against an older revision as "sser-base".
@@ -168,6 +169,7 @@ func main() {
 	flag.StringVar(&cfg.label, "label", "", "scenario name copied into the result, for bench/compare.sh")
 	flag.StringVar(&cfg.engineLabel, "engine-label", "", "engine name written in the result (default --engine)")
 	flag.StringVar(&cfg.profile, "server-cpuprofile", "", "write the server process's CPU profile (whole run) to this file")
+	flag.StringVar(&cfg.heapProf, "server-heapprofile", "", "write the server process's heap profile, every allocation sampled, to this file when the idle connections are measured (slows the server)")
 	flag.Parse()
 	if cfg.subs < 1 || cfg.events < 0 || cfg.payload < 48 || cfg.duration <= 0 || cfg.dialers < 1 || cfg.missed < 1 || cfg.rssEvery < 0 {
 		fmt.Fprintln(os.Stderr, "sseload: need --subs >= 1, --events >= 0, --payload >= 48, --duration > 0, --dialers >= 1, --missed >= 1, --rss-every >= 0")
@@ -228,6 +230,9 @@ func startChild(ctx context.Context, cfg config) (*child, error) {
 	}
 	args := []string{"serve", "--engine", cfg.engine,
 		fmt.Sprintf("--sser-queue=%d", cfg.sserQueue), fmt.Sprintf("--origins=%d", cfg.origins), "--origins-on=" + cfg.originsOn, "--max-life", (cfg.duration + time.Minute).String()}
+	if cfg.heapProf != "" {
+		args = append(args, "--heapprofile", cfg.heapProf)
+	}
 	if cfg.profile != "" {
 		args = append(args, "--cpuprofile", cfg.profile)
 	}
@@ -386,7 +391,12 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	res.ConnectSeconds = time.Since(connStart).Seconds()
 
-	idle, err := srv.stats(ctx)
+	var idle serverStats
+	if cfg.heapProf != "" {
+		err = srv.call(ctx, http.MethodGet, "/stats?gc=1&profile=1", &idle)
+	} else {
+		idle, err = srv.stats(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("server stats: %w", err)
 	}
