@@ -153,7 +153,7 @@ func (s *subscriber) pushUnbounded(frames ...[]byte) {
 // connection's writer (true when none is running yet), or signal wake.
 func (s *subscriber) wakeLocked() (bool, chan struct{}) {
 	if hc := s.hc; hc != nil {
-		if hc.running {
+		if hc.running || hc.ended {
 			return false, nil
 		}
 		hc.running = true
