@@ -24,6 +24,8 @@
 #   STORM      subscribers in the reconnect storm (default 10000; 0: none)
 #   ENGINES    engines to run (default "sser floor r3labs gosse")
 #   BASE       a git revision: also measure the sser library as it was there
+#   BASE_BIN   instead of BASE: an sseload already built against another
+#              revision, run as "sser-base"
 #   OUT        directory for runs.jsonl and table.md (default a new temp dir)
 set -o errexit -o nounset -o pipefail
 
@@ -43,6 +45,7 @@ storm="${STORM:-10000}"
 id_origins="${ID_ORIGINS:-0 10 50}"
 read -r -a engines <<< "${ENGINES:-sser floor r3labs gosse}"
 base="${BASE:-}"
+base_bin="${BASE_BIN:-}"
 out="${OUT:-$(mktemp -d -t sser-bench.XXXXXX)}"
 mkdir -p "${out}"
 runs="${out}/runs.jsonl"
@@ -70,6 +73,9 @@ if [[ -n "${base}" ]]; then
   (cd "${tmp}/bench-base" &&
     go mod edit -replace "github.com/sser-dev/sser=${tmp}/sser-base" &&
     go build -mod=mod -o "${bin}/sseload-base" ./cmd/sseload)
+  engines+=(sser-base)
+elif [[ -n "${base_bin}" ]]; then
+  cp "${base_bin}" "${bin}/sseload-base"
   engines+=(sser-base)
 fi
 
@@ -139,8 +145,8 @@ done
 elapsed=$(( $(date +%s) - start ))
 
 {
-  if [[ -n "${base}" ]]; then
-    echo "sser = $(git -C "${bench_root}" rev-parse --short HEAD)$(git -C "${bench_root}" diff --quiet HEAD -- . ':!bench' || echo ' plus uncommitted changes'), sser-base = ${base}"
+  if [[ -n "${base}${base_bin}" ]]; then
+    echo "sser = $(git -C "${bench_root}" rev-parse --short HEAD)$(git -C "${bench_root}" diff --quiet HEAD -- . ':!bench' || echo ' plus uncommitted changes'), sser-base = ${base:-${base_bin}}"
   fi
   echo "${rounds} rounds, $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(go version | cut -d' ' -f3), ${elapsed}s"
   echo

@@ -15,6 +15,8 @@
 #   SAMPLE   RSS sampling interval (default 5s)
 #   ENGINES  engines to run (default "sser")
 #   BASE     a git revision: also run the sser library as it was there
+#   BASE_BIN instead of BASE: an sseload already built against another
+#            revision, run as "sser-base"
 #   OUT      directory for runs.jsonl and table.md (default a new temp dir)
 set -o errexit -o nounset -o pipefail
 
@@ -28,6 +30,7 @@ seconds="${SOAK_SECONDS:-60}"
 sample="${SAMPLE:-5s}"
 read -r -a engines <<< "${ENGINES:-sser}"
 base="${BASE:-}"
+base_bin="${BASE_BIN:-}"
 out="${OUT:-$(mktemp -d -t sser-soak.XXXXXX)}"
 mkdir -p "${out}"
 runs="${out}/runs.jsonl"
@@ -55,6 +58,9 @@ if [[ -n "${base}" ]]; then
   (cd "${tmp}/bench-base" &&
     go mod edit -replace "github.com/sser-dev/sser=${tmp}/sser-base" &&
     go build -mod=mod -o "${bin}/sseload-base" ./cmd/sseload)
+  engines+=(sser-base)
+elif [[ -n "${base_bin}" ]]; then
+  cp "${base_bin}" "${bin}/sseload-base"
   engines+=(sser-base)
 fi
 
