@@ -7,7 +7,9 @@
 #
 # Scenarios: fan-out at max rate; latency at LAT_RATE (4 s of events) and at
 # LAT2_RATE (5 s of events, 100-byte payload), each with the server's CPU
-# time per delivery; idle connections.
+# time per delivery; idle connections; a reconnect storm (every subscriber
+# reconnects at once with its Last-Event-ID and gets the 10 events it
+# missed: reconnects per second).
 #
 # Environment:
 #   ROUNDS     rounds per scenario (default 3)
@@ -17,9 +19,13 @@
 #              ceiling with 1000 subscribers here is 60-90)
 #   LAT2_RATE  events/s in the second latency scenario (default 200)
 #   ID_ORIGINS other publishers in the id-size scenarios (default "0 10 50")
-#   IDLE       idle connection counts to measure (default "100 1000 10000")
+#   IDLE       idle connection counts to measure (default "1000 10000 15000";
+#              15,000 needs a file limit above 15,100 for both processes)
+#   STORM      subscribers in the reconnect storm (default 10000; 0: none)
 #   ENGINES    engines to run (default "sser floor r3labs gosse")
 #   BASE       a git revision: also measure the sser library as it was there
+#   BASE_BIN   instead of BASE: an sseload already built against another
+#              revision, run as "sser-base"
 #   OUT        directory for runs.jsonl and table.md (default a new temp dir)
 set -o errexit -o nounset -o pipefail
 
@@ -34,10 +40,12 @@ lat_events=$(( lat_rate * 4 ))
 lat2_rate="${LAT2_RATE:-200}"
 lat2_events=$(( lat2_rate * 5 ))
 lat2_payload=100
-idle_counts="${IDLE:-100 1000 10000}"
+idle_counts="${IDLE:-1000 10000 15000}"
+storm="${STORM:-10000}"
 id_origins="${ID_ORIGINS:-0 10 50}"
 read -r -a engines <<< "${ENGINES:-sser floor r3labs gosse}"
 base="${BASE:-}"
+base_bin="${BASE_BIN:-}"
 out="${OUT:-$(mktemp -d -t sser-bench.XXXXXX)}"
 mkdir -p "${out}"
 runs="${out}/runs.jsonl"
@@ -65,6 +73,9 @@ if [[ -n "${base}" ]]; then
   (cd "${tmp}/bench-base" &&
     go mod edit -replace "github.com/sser-dev/sser=${tmp}/sser-base" &&
     go build -mod=mod -o "${bin}/sseload-base" ./cmd/sseload)
+  engines+=(sser-base)
+elif [[ -n "${base_bin}" ]]; then
+  cp "${base_bin}" "${bin}/sseload-base"
   engines+=(sser-base)
 fi
 
@@ -109,9 +120,15 @@ for (( r = 0; r < rounds; r++ )); do
   done
   for n in ${idle_counts}; do
     for e in "${order[@]}"; do
-      one "idle ${n} conns" "${e}" --subs "${n}" --events 0 --duration 60s
+      one "idle ${n} conns" "${e}" --subs "${n}" --events 0 --duration 90s
     done
   done
+  if (( storm > 0 )); then
+    for e in "${order[@]}"; do
+      [[ "${e}" == floor ]] && continue # it writes no ids: nothing to resume from
+      one "reconnect storm ${storm} subs" "${e}" --subs "${storm}" --events 0 --reconnect --missed 10 --duration 120s
+    done
+  fi
   # Id size: the replica first hears of N other publishers (origins), each
   # on a stream of its own or all on the subscribers' stream; then 100
   # subscribers of one stream get 200 events. sser engines only.
@@ -128,8 +145,8 @@ done
 elapsed=$(( $(date +%s) - start ))
 
 {
-  if [[ -n "${base}" ]]; then
-    echo "sser = $(git -C "${bench_root}" rev-parse --short HEAD)$(git -C "${bench_root}" diff --quiet HEAD -- . ':!bench' || echo ' plus uncommitted changes'), sser-base = ${base}"
+  if [[ -n "${base}${base_bin}" ]]; then
+    echo "sser = $(git -C "${bench_root}" rev-parse --short HEAD)$(git -C "${bench_root}" diff --quiet HEAD -- . ':!bench' || echo ' plus uncommitted changes'), sser-base = ${base:-${base_bin}}"
   fi
   echo "${rounds} rounds, $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(go version | cut -d' ' -f3), ${elapsed}s"
   echo

@@ -3,8 +3,12 @@
 # library's micro-benchmarks.
 
 .PHONY: bench
-bench: ## Compare sser, a floor, r3labs/sse and go-sse on loopback (ROUNDS=, EVENTS=, LAT2_RATE=, BASE=<rev>, OUT=).
+bench: ## Compare sser, a floor, r3labs/sse and go-sse on loopback (ROUNDS=, EVENTS=, LAT2_RATE=, IDLE=, STORM=, BASE=<rev>, OUT=).
 	bench/compare.sh
+
+.PHONY: bench-soak
+bench-soak: ## Soak one replica: 15,000 subscribers at 10 events/s for 60 s, RSS sampled (SUBS=, RATE=, SOAK_SECONDS=, BASE=<rev>, OUT=).
+	bench/soak.sh
 
 .PHONY: bench-mesh
 bench-mesh: ## Measure meshes of real sser processes on loopback (ROUNDS=, MESH_NS="3 10 20 40", BASE=<rev>, OUT=).

@@ -1,12 +1,14 @@
 package app
 
 import (
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -103,6 +105,16 @@ type cappedConn struct {
 func (c *cappedConn) Close() error {
 	c.once.Do(func() { c.l.open.Add(-1) })
 	return c.Conn.Close()
+}
+
+// SyscallConn passes on the socket's, so that the library can watch a
+// hijacked subscription for its client closing (closing stays this
+// wrapper's: the library closes what net/http handed it).
+func (c *cappedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // frontendCap is the frontend listener's socket cap for the subscription

@@ -50,6 +50,12 @@ func Connect(ctx context.Context, url, lastID string) (*Sub, error) {
 
 // ConnectHeaders is Connect with extra request headers.
 func ConnectHeaders(ctx context.Context, url, lastID string, hdr map[string]string) (*Sub, error) {
+	return ConnectClient(ctx, http.DefaultClient, url, lastID, hdr)
+}
+
+// ConnectClient is ConnectHeaders through client (one that trusts a test
+// server's certificate, say).
+func ConnectClient(ctx context.Context, client *http.Client, url, lastID string, hdr map[string]string) (*Sub, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -63,7 +69,7 @@ func ConnectHeaders(ctx context.Context, url, lastID string, hdr map[string]stri
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -142,6 +148,15 @@ func (s *Sub) Comments() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.comments
+}
+
+// Err is why the connection ended: io.EOF when the server ended the
+// stream cleanly (the terminating chunk of a chunked body), nil while it
+// has not ended.
+func (s *Sub) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // Done is closed when the connection has ended.

@@ -92,9 +92,15 @@ func expiryTimer(expires time.Time) (<-chan time.Time, func() bool) {
 	if expires.IsZero() {
 		return nil, func() bool { return false }
 	}
-	left := max(time.Until(expires), 0)
-	t := time.NewTimer(left + rand.N(min(left/10, 5*time.Second)+1))
+	t := time.NewTimer(expiryDelay(expires))
 	return t.C, t.Stop
+}
+
+// expiryDelay is how long from now a connection whose credential expires
+// at expires is closed (see expiryTimer).
+func expiryDelay(expires time.Time) time.Duration {
+	left := max(time.Until(expires), 0)
+	return left + rand.N(min(left/10, 5*time.Second)+1)
 }
 
 // publisherAuth guards publish with the publish token (guard, as before)

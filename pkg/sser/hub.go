@@ -62,6 +62,10 @@ type hub struct {
 	// progress is when the lock was last taken and released by the
 	// watchdog's probe (unix nanoseconds).
 	progress atomic.Int64
+	// clock times drain closes, and heartbeats, maximum connection time
+	// and credential expiry of hijacked connections.
+	clock *clock
+	beat  beatTiming
 }
 
 // hubOptions are the hub's limits.
@@ -103,7 +107,32 @@ func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Durati
 		}
 	}
 	h.progress.Store(time.Now().UnixNano())
+	h.clock = newClock(h.onTimer)
+	h.beat = newBeatTiming(DefaultHeartbeat)
 	return h
+}
+
+// onTimer is the clock's call for a subscriber with a deadline due: a
+// drain or end-of-life close, or a look at its heartbeat.
+func (h *hub) onTimer(sub *subscriber, now int64) {
+	t := h.clock.timers(sub)
+	switch {
+	case t.drainAt != 0 && now >= t.drainAt:
+		h.closeSubscriber(sub, reasonDrain)
+		return
+	case t.endAt != 0 && now >= t.endAt:
+		reason := reasonMaxAge
+		if t.expiry {
+			reason = reasonExpired
+		}
+		h.closeSubscriber(sub, reason)
+		return
+	}
+	next := t.beatAt
+	if next != 0 && now >= next {
+		next = sub.beat(now, h.beat)
+	}
+	h.clock.set(sub, func(t *subTimers) { t.beatAt = next })
 }
 
 // apply delivers events to this replica's subscribers and history. Events
@@ -545,6 +574,10 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	if h.closed {
 		return resumeResult{}, false
 	}
+	if g := sub.group; g != nil && (g.done || g.ctx.Err() != nil) {
+		// The handler's context ended (closeGroup may not have run yet).
+		return resumeResult{}, false
+	}
 	res := resumeResult{resumed: resuming}
 	frames := [][]byte{appendRetry(nil, retryMs)}
 	pos := h.streamsPosLocked(sub.streams)
@@ -735,9 +768,7 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 			}
 		}
 	}
-	if sub.drainTimer != nil {
-		sub.drainTimer.Stop()
-	}
+	h.clock.remove(sub)
 	h.m.connections.Dec()
 	if reason != reasonNone {
 		sub.close(reason)
@@ -776,7 +807,8 @@ func (h *hub) scheduleDrainLocked(sub *subscriber, now time.Time) {
 	if left > 0 {
 		d = rand.N(left)
 	}
-	sub.drainTimer = time.AfterFunc(d, func() { h.closeSubscriber(sub, reasonDrain) })
+	at := monoNow() + int64(d)
+	h.clock.set(sub, func(t *subTimers) { t.drainAt = at })
 }
 
 // subscriberCount is the number of connected subscribers.

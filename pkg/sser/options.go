@@ -42,6 +42,14 @@ type Options struct {
 	// SubscriberQueue is how many frames may wait for one subscriber before it
 	// is disconnected (default 1024).
 	SubscriberQueue int
+	// DisableHijack serves every subscriber from its handler's goroutine
+	// through net/http's ResponseWriter, as HTTP/2 and writers that cannot
+	// be hijacked are. By default an HTTP/1.1 subscription's connection is
+	// hijacked once its answer is known, and the handler returns: an idle
+	// connection then costs no goroutine (see hijack.go). Set it when a
+	// middleware must see the response (its status, bytes written) or the
+	// handler's return.
+	DisableHijack bool
 	// CORSOrigins lists the origins allowed to subscribe from a browser on
 	// another origin; "*" allows any. Empty sends no CORS headers.
 	CORSOrigins []string

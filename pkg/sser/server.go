@@ -64,6 +64,7 @@ type ServerImpl struct {
 	failures    *failureThrottle
 	pubRate     *keyedBuckets
 	memory      memoryGuard
+	writers     *connWriters
 
 	// Background work (warm-up) that must end before Done.
 	bgMu      sync.Mutex
@@ -129,6 +130,8 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	s.answerDelay.Store(int64(streamAnswerDelay))
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
 	s.hub.self = s.origin
+	s.hub.beat = newBeatTiming(opts.Heartbeat)
+	s.writers = newConnWriters(s)
 	s.hub.opts.maxSeqGap = opts.MaxSeqGap
 	s.hub.opts.maxReplayEvents, s.hub.opts.maxReplayBytes = opts.MaxReplayEvents, opts.MaxReplayBytes
 	s.hub.hist.maxStreams, s.hub.hist.maxBytes, s.hub.hist.maxStreamBytes = opts.MaxHistoryStreams, opts.MaxHistoryBytes, opts.MaxStreamHistoryBytes
@@ -275,6 +278,10 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		s.bgMu.Unlock()
 		s.bg.Wait()
 		s.hub.shutdown()
+		// The hub closed every subscriber; hijacked connections end once
+		// their writers have written the terminating chunk (bounded by
+		// shutdownGrace) and closed them.
+		s.writers.stop()
 		wg.Wait()
 		s.peers.(*httpPeers).close()
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {

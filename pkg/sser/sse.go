@@ -44,7 +44,14 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, "events", limit, status, wait, "too many subscriptions ("+strings.ReplaceAll(limit, "_", " ")+"); retry later")
 		return
 	}
-	defer release()
+	// release and unsubscribe run when the handler returns, unless a
+	// hijacked connection took them over.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		s.writeError(w, r, "events", http.StatusBadRequest, "malformed query string: "+err.Error(), "")
@@ -107,13 +114,29 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.writeError(w, r, "events", http.StatusServiceUnavailable, "server is shutting down", "")
 		return
 	}
-	sub := newSubscriber(streams, s.opts.SubscriberQueue)
+	hijack := s.canHijack(ctx, w, r)
+	var sub *subscriber
+	if hijack {
+		sub = newConnSubscriber(streams, s.opts.SubscriberQueue)
+		sub.group = s.writers.joinGroup(ctx)
+	} else {
+		sub = newSubscriber(streams, s.opts.SubscriberQueue)
+	}
 	res, ok := s.hub.subscribe(sub, from, lastID != "", s.opts.Retry.Milliseconds())
+	if !ok || res.truncated {
+		if hijack {
+			s.writers.leaveGroup(sub.group)
+		}
+	}
 	if !ok {
 		s.writeError(w, r, "events", http.StatusServiceUnavailable, "server is shutting down", "")
 		return
 	}
-	defer s.hub.unsubscribe(sub)
+	defer func() {
+		if !handedOff {
+			s.hub.unsubscribe(sub)
+		}
+	}()
 	s.m.connectionsTotal.Inc()
 	if res.resumed {
 		result := "exact"
@@ -137,6 +160,13 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	if res.truncated {
 		h.Set("X-Sser-Replay", "partial")
+	}
+	if hijack && !res.truncated {
+		if handedOff = s.serveHijacked(w, sub, release, expires); handedOff {
+			return
+		}
+		s.writers.leaveGroup(sub.group)
+		sub.useChannels()
 	}
 	w.WriteHeader(http.StatusOK)
 	if res.truncated {

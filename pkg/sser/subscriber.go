@@ -3,7 +3,6 @@ package sser
 import (
 	"strings"
 	"sync"
-	"time"
 )
 
 // closeReason says why a subscriber's connection was ended by the server.
@@ -19,6 +18,10 @@ const (
 	reasonMaxAge
 	// reasonShutdown: the server stopped.
 	reasonShutdown
+	// reasonExpired: the client's credential expired; it is told
+	// (sser-expired) and counted with max_age, as a connection that
+	// reached the end of its life.
+	reasonExpired
 )
 
 func (r closeReason) String() string {
@@ -27,7 +30,7 @@ func (r closeReason) String() string {
 		return "overflow"
 	case reasonDrain:
 		return "drain"
-	case reasonMaxAge:
+	case reasonMaxAge, reasonExpired:
 		return "max_age"
 	case reasonShutdown:
 		return "shutdown"
@@ -36,9 +39,14 @@ func (r closeReason) String() string {
 }
 
 // subscriber is one SSE connection's queue. The hub pushes encoded frames,
-// shared with every other subscriber; one writer goroutine takes everything
+// shared with every other subscriber; one writer at a time takes everything
 // queued and writes it with one flush. The queue is bounded in frames: a
 // subscriber that falls further behind is closed, never waited for.
+//
+// The writer is either the handler's goroutine, woken through wake (the
+// connection net/http serves), or, for a hijacked connection, whichever
+// pool goroutine push hands it to (see hijack.go): an idle hijacked
+// subscriber has no goroutine at all.
 type subscriber struct {
 	streams  []string
 	maxQueue int
@@ -52,8 +60,16 @@ type subscriber struct {
 	closed bool
 	reason closeReason
 
+	// wake and done serve a handler-goroutine writer; nil on a hijacked
+	// connection.
 	wake chan struct{}
 	done chan struct{}
+
+	// A hijacked connection (conn set), guarded by mu.
+	hc *hijacked
+	// group is the ClientConnectionHandler the connection came through;
+	// set before the subscriber is registered, then read only (under hub.mu).
+	group *connGroup
 
 	// Guarded by hub.mu.
 	//
@@ -65,18 +81,43 @@ type subscriber struct {
 	// lacks holds, per origin, events the client missed that this replica
 	// could no longer replay when it resumed: every id it is sent carries
 	// them as holes. Set before the subscriber is registered, then read only.
-	lacks      position
-	drainTimer *time.Timer
+	lacks position
+
+	// tm are its deadlines in the hub's clock, guarded by clock.mu.
+	tm subTimers
 }
 
+// newSubscriber is a subscriber whose writer is the handler's goroutine.
 func newSubscriber(streams []string, maxQueue int) *subscriber {
+	s := newConnSubscriber(streams, maxQueue)
+	s.wake = make(chan struct{}, 1)
+	s.done = make(chan struct{})
+	return s
+}
+
+// newConnSubscriber is a subscriber for a connection about to be
+// hijacked: nothing wakes a writer until attach gives it one, and
+// useChannels turns it into a newSubscriber if the hijack fails.
+func newConnSubscriber(streams []string, maxQueue int) *subscriber {
 	return &subscriber{
 		streams:  streams,
 		key:      strings.Join(streams, "\x00"),
 		maxQueue: maxQueue,
-		wake:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		tm:       subTimers{idx: -1},
 	}
+}
+
+// useChannels gives a subscriber made by newConnSubscriber the channels of
+// a handler-goroutine writer, when its connection could not be hijacked.
+func (s *subscriber) useChannels() {
+	s.mu.Lock()
+	s.wake = make(chan struct{}, 1)
+	s.done = make(chan struct{})
+	if s.closed {
+		close(s.done)
+	}
+	s.mu.Unlock()
+	s.signal(s.wake)
 }
 
 // push queues a frame. It reports false when the queue is full; the caller
@@ -92,8 +133,9 @@ func (s *subscriber) push(frame []byte) bool {
 		return false
 	}
 	s.queue = append(s.queue, frame)
+	run, wake := s.wakeLocked()
 	s.mu.Unlock()
-	s.signal()
+	s.wakeUp(run, wake)
 	return true
 }
 
@@ -102,13 +144,35 @@ func (s *subscriber) push(frame []byte) bool {
 func (s *subscriber) pushUnbounded(frames ...[]byte) {
 	s.mu.Lock()
 	s.queue = append(s.queue, frames...)
+	run, wake := s.wakeLocked()
 	s.mu.Unlock()
-	s.signal()
+	s.wakeUp(run, wake)
 }
 
-func (s *subscriber) signal() {
+// wakeLocked says how to get a writer to what was queued: run a hijacked
+// connection's writer (true when none is running yet), or signal wake.
+func (s *subscriber) wakeLocked() (bool, chan struct{}) {
+	if hc := s.hc; hc != nil {
+		if hc.running || hc.ended {
+			return false, nil
+		}
+		hc.running = true
+		return true, nil
+	}
+	return false, s.wake
+}
+
+func (s *subscriber) wakeUp(run bool, wake chan struct{}) {
+	if run {
+		s.hc.pool.run(s)
+	} else if wake != nil {
+		s.signal(wake)
+	}
+}
+
+func (s *subscriber) signal(wake chan struct{}) {
 	select {
-	case s.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 }
@@ -117,32 +181,52 @@ func (s *subscriber) signal() {
 // recycle once written, so a busy subscriber allocates no new queue.
 func (s *subscriber) take() [][]byte {
 	s.mu.Lock()
+	q := s.takeLocked()
+	s.mu.Unlock()
+	return q
+}
+
+func (s *subscriber) takeLocked() [][]byte {
 	q := s.queue
 	s.queue = s.spare
 	s.spare = nil
-	s.mu.Unlock()
 	return q
 }
 
 func (s *subscriber) recycle(q [][]byte) {
 	clear(q)
 	s.mu.Lock()
+	s.recycleLocked(q)
+	s.mu.Unlock()
+}
+
+func (s *subscriber) recycleLocked(q [][]byte) {
 	if s.spare == nil && cap(q) <= 4*s.maxQueue {
 		s.spare = q[:0]
 	}
-	s.mu.Unlock()
 }
 
 // close ends the subscription for reason; the first reason wins.
 func (s *subscriber) close(reason closeReason) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return false
 	}
 	s.closed = true
 	s.reason = reason
-	close(s.done)
+	if s.done != nil {
+		close(s.done)
+	}
+	run := false
+	if hc := s.hc; hc != nil {
+		if reason == reasonShutdown {
+			hc.hurry()
+		}
+		run, _ = s.wakeLocked()
+	}
+	s.mu.Unlock()
+	s.wakeUp(run, nil)
 	return true
 }
 

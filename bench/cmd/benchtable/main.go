@@ -45,6 +45,14 @@ type run struct {
 	Origins            int     `json:"origins"`
 	IDBytesPerEvent    float64 `json:"idBytesPerEvent"`
 	FrameBytesPerEvent float64 `json:"frameBytesPerEvent"`
+	Missed             int     `json:"missed"`
+	ReconnectsPerS     float64 `json:"reconnectsPerS"`
+	CPUUsPerReconnect  float64 `json:"cpuUsPerReconnect"`
+	ReconnectExact     int     `json:"reconnectExact"`
+	Samples            []struct {
+		RSS uint64 `json:"rss"`
+	} `json:"samples"`
+	RSSGrowth float64 `json:"rssGrowth"`
 
 	// ssemesh runs (Replicas > 0).
 	Replicas               int     `json:"replicas"`
@@ -277,6 +285,19 @@ func metricsFor(r run) []metric {
 			m = append(m, metric{"peer requests per event per peer", func(r run) float64 { return r.PeerReqPerEventPerPeer }, plain3})
 		}
 		return m
+	case r.Missed > 0:
+		return []metric{
+			{fmt.Sprintf("reconnects/s (Last-Event-ID, %d missed events each)", r.Missed), func(r run) float64 { return r.ReconnectsPerS }, si},
+			{"server CPU per reconnect", func(r run) float64 { return r.CPUUsPerReconnect }, us},
+			{fmt.Sprintf("subscribers with exactly the missed events (of %d)", r.Subs), func(r run) float64 { return float64(r.ReconnectExact) }, whole},
+		}
+	case len(r.Samples) > 0:
+		return []metric{
+			{"latency p50", func(r run) float64 { return r.P50Ms }, ms},
+			{"latency p99", func(r run) float64 { return r.P99Ms }, ms},
+			{"RSS at the end", func(r run) float64 { return float64(r.Samples[len(r.Samples)-1].RSS) }, bytes},
+			{"RSS growth after warm-up (a third in → end)", func(r run) float64 { return r.RSSGrowth }, bytes},
+		}
 	case r.Events == 0:
 		return idle
 	case r.Rate == 0:
@@ -339,5 +360,7 @@ func ms(v float64) string { return fmt.Sprintf("%.2f ms", v) }
 func us(v float64) string { return fmt.Sprintf("%.2f µs", v) }
 
 func plain(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+func whole(v float64) string { return fmt.Sprintf("%.0f", v) }
 
 func plain3(v float64) string { return fmt.Sprintf("%.3f", v) }

@@ -12,8 +12,16 @@
 // process used meanwhile. Everything is bounded by --duration; the tool
 // exits by itself.
 //
+// With --reconnect it then closes every subscriber, publishes --missed
+// events, and reconnects them all with the Last-Event-ID each last saw (a
+// reconnect storm, as after a replica's drain): reconnects per second
+// until every one has had the events it missed. With --rss-every it
+// samples the server's RSS while publishing (a soak: bench/soak.sh).
+//
 //	go run ./cmd/sseload --engine sser --subs 1000 --events 5000
 //	go run ./cmd/sseload --engine r3labs --subs 10000 --events 0 --json
+//	go run ./cmd/sseload --engine sser --subs 10000 --events 0 --reconnect
+//	go run ./cmd/sseload --engine sser --subs 15000 --events 600 --rate 10 --rss-every 5s
 package main
 
 import (
@@ -48,8 +56,12 @@ type config struct {
 	sserQueue int
 	origins   int
 	originsOn string
+	reconnect bool
+	missed    int
+	rssEvery  time.Duration
 	json      bool
 	profile   string
+	heapProf  string
 	label     string
 	// engineLabel names the engine in the result (default the engine):
 	// compare.sh runs sser built against an older revision as "sser-base".
@@ -99,6 +111,34 @@ type result struct {
 	FrameBytesPerEvent float64 `json:"frameBytesPerEvent"`
 	IDBytesPerEvent    float64 `json:"idBytesPerEvent"`
 	CPUUsPerDelivery   float64 `json:"cpuUsPerDelivery"`
+
+	// The reconnect storm (--reconnect): every subscriber reconnected
+	// with its Last-Event-ID and had Missed events replayed.
+	Missed           int     `json:"missed,omitempty"`
+	ReconnectSeconds float64 `json:"reconnectSeconds,omitempty"`
+	ReconnectsPerS   float64 `json:"reconnectsPerS,omitempty"`
+	// Subscribers that got exactly the missed events, more (a repeat),
+	// or fewer before the time cap.
+	ReconnectExact int `json:"reconnectExact,omitempty"`
+	ReconnectExtra int `json:"reconnectExtra,omitempty"`
+	ReconnectShort int `json:"reconnectShort,omitempty"`
+	// Server CPU time per reconnect, replay included.
+	CPUUsPerReconnect float64 `json:"cpuUsPerReconnect,omitempty"`
+
+	// The server's memory sampled while publishing (--rss-every), and
+	// RSS growth from the sample a third of the way in (after warm-up) to
+	// the last one.
+	Samples     []memSample `json:"samples,omitempty"`
+	RSSGrowth   float64     `json:"rssGrowth,omitempty"`
+	RSSGrowthPc float64     `json:"rssGrowthPct,omitempty"`
+}
+
+// memSample is the server's memory at Sec seconds into the publish phase.
+type memSample struct {
+	Sec        float64 `json:"sec"`
+	RSS        uint64  `json:"rss"`
+	HeapAlloc  uint64  `json:"heapAlloc"`
+	Goroutines int     `json:"goroutines"`
 }
 
 func main() {
@@ -122,13 +162,17 @@ func main() {
 	flag.IntVar(&cfg.sserQueue, "sser-queue", 0, "sser's SubscriberQueue (0: the library default)")
 	flag.IntVar(&cfg.origins, "origins", 0, "sser only: before subscribers connect, deliver one event from each of this many other origins (replicas or sidecars that published)")
 	flag.StringVar(&cfg.originsOn, "origins-on", "own", "where those origins published: own (each its own stream) or bench (the subscribers' stream)")
+	flag.BoolVar(&cfg.reconnect, "reconnect", false, "then close every subscriber, publish --missed events, and reconnect them all with their Last-Event-ID: reconnects/s")
+	flag.IntVar(&cfg.missed, "missed", 10, "events published while the subscribers are away (--reconnect)")
+	flag.DurationVar(&cfg.rssEvery, "rss-every", 0, "sample the server's RSS this often while publishing (0: not)")
 	flag.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
 	flag.StringVar(&cfg.label, "label", "", "scenario name copied into the result, for bench/compare.sh")
 	flag.StringVar(&cfg.engineLabel, "engine-label", "", "engine name written in the result (default --engine)")
 	flag.StringVar(&cfg.profile, "server-cpuprofile", "", "write the server process's CPU profile (whole run) to this file")
+	flag.StringVar(&cfg.heapProf, "server-heapprofile", "", "write the server process's heap profile, every allocation sampled, to this file when the idle connections are measured (slows the server)")
 	flag.Parse()
-	if cfg.subs < 1 || cfg.events < 0 || cfg.payload < 48 || cfg.duration <= 0 || cfg.dialers < 1 {
-		fmt.Fprintln(os.Stderr, "sseload: need --subs >= 1, --events >= 0, --payload >= 48, --duration > 0, --dialers >= 1")
+	if cfg.subs < 1 || cfg.events < 0 || cfg.payload < 48 || cfg.duration <= 0 || cfg.dialers < 1 || cfg.missed < 1 || cfg.rssEvery < 0 {
+		fmt.Fprintln(os.Stderr, "sseload: need --subs >= 1, --events >= 0, --payload >= 48, --duration > 0, --dialers >= 1, --missed >= 1, --rss-every >= 0")
 		os.Exit(2)
 	}
 	res, err := run(ctx, cfg)
@@ -148,15 +192,25 @@ func printResult(r *result) {
 	fmt.Printf("  connect        %.2fs\n", r.ConnectSeconds)
 	fmt.Printf("  idle conn      %.0f B heap + %.0f B stack = %.0f B, %.0f B RSS, %.2f goroutines\n",
 		r.HeapPerConn, r.StackPerConn, r.MemPerConn, r.RSSPerConn, r.GoroutinesPerConn)
-	if r.Events == 0 {
-		return
+	if r.Events > 0 {
+		fmt.Printf("  published      %d events in %.2fs (rate %g, 0 = max)\n", r.Published, r.PublishSeconds, r.Rate)
+		fmt.Printf("  delivered      %d of %d in %.2fs: %.0f deliveries/s, %.0f events/s\n",
+			r.Delivered, r.Expected, r.Seconds, r.DeliveriesPerS, r.EventsPerS)
+		fmt.Printf("  latency        p50 %.2fms, p99 %.2fms, max %.2fms\n", r.P50Ms, r.P99Ms, r.MaxMs)
+		fmt.Printf("  server CPU     %.3fs, %.2fµs per delivery\n", r.ServerCPUSeconds, r.CPUUsPerDelivery)
+		fmt.Printf("  disconnected   %d, out of order %d, complete %v\n", r.Disconnected, r.OutOfOrder, r.Complete)
 	}
-	fmt.Printf("  published      %d events in %.2fs (rate %g, 0 = max)\n", r.Published, r.PublishSeconds, r.Rate)
-	fmt.Printf("  delivered      %d of %d in %.2fs: %.0f deliveries/s, %.0f events/s\n",
-		r.Delivered, r.Expected, r.Seconds, r.DeliveriesPerS, r.EventsPerS)
-	fmt.Printf("  latency        p50 %.2fms, p99 %.2fms, max %.2fms\n", r.P50Ms, r.P99Ms, r.MaxMs)
-	fmt.Printf("  server CPU     %.3fs, %.2fµs per delivery\n", r.ServerCPUSeconds, r.CPUUsPerDelivery)
-	fmt.Printf("  disconnected   %d, out of order %d, complete %v\n", r.Disconnected, r.OutOfOrder, r.Complete)
+	for _, s := range r.Samples {
+		fmt.Printf("  at %5.1fs      RSS %.1f MiB, heap %.1f MiB, %d goroutines\n", s.Sec, float64(s.RSS)/(1<<20), float64(s.HeapAlloc)/(1<<20), s.Goroutines)
+	}
+	if len(r.Samples) > 1 {
+		fmt.Printf("  RSS growth     %+.1f MiB (%+.1f%%) from a third of the way in to the end\n", r.RSSGrowth/(1<<20), r.RSSGrowthPc)
+	}
+	if r.Missed > 0 {
+		fmt.Printf("  reconnect      %d subscribers with Last-Event-ID, %d missed events each: %.2fs, %.0f reconnects/s, %.1fµs server CPU each\n",
+			r.Subs, r.Missed, r.ReconnectSeconds, r.ReconnectsPerS, r.CPUUsPerReconnect)
+		fmt.Printf("                 exactly the missed events %d, more %d, fewer %d\n", r.ReconnectExact, r.ReconnectExtra, r.ReconnectShort)
+	}
 }
 
 // child is the server process.
@@ -176,6 +230,9 @@ func startChild(ctx context.Context, cfg config) (*child, error) {
 	}
 	args := []string{"serve", "--engine", cfg.engine,
 		fmt.Sprintf("--sser-queue=%d", cfg.sserQueue), fmt.Sprintf("--origins=%d", cfg.origins), "--origins-on=" + cfg.originsOn, "--max-life", (cfg.duration + time.Minute).String()}
+	if cfg.heapProf != "" {
+		args = append(args, "--heapprofile", cfg.heapProf)
+	}
 	if cfg.profile != "" {
 		args = append(args, "--cpuprofile", cfg.profile)
 	}
@@ -334,7 +391,12 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	res.ConnectSeconds = time.Since(connStart).Seconds()
 
-	idle, err := srv.stats(ctx)
+	var idle serverStats
+	if cfg.heapProf != "" {
+		err = srv.call(ctx, http.MethodGet, "/stats?gc=1&profile=1", &idle)
+	} else {
+		idle, err = srv.stats(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("server stats: %w", err)
 	}
@@ -345,17 +407,27 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	res.RSSPerConn = (float64(idle.RSS) - float64(base.RSS)) / n
 	res.GoroutinesPerConn = float64(idle.Goroutines-base.Goroutines) / n
 
-	if cfg.events == 0 {
+	if cfg.events == 0 && !cfg.reconnect {
 		return res, nil
 	}
-	if err := measureDelivery(ctx, cfg, srv, clients, res); err != nil {
-		return nil, err
+	if cfg.events > 0 {
+		if err := measureDelivery(ctx, cfg, srv, clients, res); err != nil {
+			return nil, err
+		}
 	}
 	// Close the connections and let the readers finish before reading their histograms.
 	for _, c := range clients {
 		c.Close()
 	}
 	wg.Wait()
+	if cfg.reconnect {
+		if err := measureReconnect(ctx, cfg, srv, targets, clients, res); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.events == 0 {
+		return res, nil
+	}
 	var h sseclient.Histogram
 	var frameBytes, idBytes int64
 	for _, c := range clients {
@@ -386,6 +458,8 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 		return fmt.Errorf("server CPU time: %w", err)
 	}
 	start := time.Now()
+	stopSampling := sampleMemory(ctx, srv, cfg.rssEvery, start, res)
+	defer stopSampling()
 	type pubAnswer struct {
 		p   publishResult
 		err error
@@ -405,6 +479,7 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 		return true
 	}
 	_ = sseclient.PollUntil(ctx, time.Until(deadline), complete)
+	stopSampling()
 	// The publish phase ends when every event was delivered (or the time
 	// cap passed); an engine that queues keeps writing after Publish returns.
 	after, err := srv.cpu(ctx)
@@ -439,6 +514,114 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 		}
 	case <-ctx.Done():
 		return fmt.Errorf("publish did not finish within the time cap (%d of %d deliveries)", res.Delivered, res.Expected)
+	}
+	return nil
+}
+
+// sampleMemory reads the server's memory (no GC first) every every from
+// start until the returned func is called, into res.Samples, and sets the
+// RSS growth after warm-up. every 0 samples nothing.
+func sampleMemory(ctx context.Context, srv *child, every time.Duration, start time.Time, res *result) (stop func()) {
+	if every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			var s serverStats
+			if err := srv.call(ctx, http.MethodGet, "/stats", &s); err == nil {
+				res.Samples = append(res.Samples, memSample{Sec: time.Since(start).Seconds(), RSS: s.RSS, HeapAlloc: s.HeapAlloc, Goroutines: s.Goroutines})
+			}
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+			if n := len(res.Samples); n > 1 {
+				warm, last := res.Samples[n/3], res.Samples[n-1]
+				res.RSSGrowth = float64(last.RSS) - float64(warm.RSS)
+				res.RSSGrowthPc = 100 * res.RSSGrowth / float64(warm.RSS)
+			}
+		})
+	}
+}
+
+// measureReconnect is the reconnect storm: the subscribers (closed, their
+// readers done) are away while missed events are published, then all
+// reconnect at once, dialers at a time, each with the last id it saw. It
+// ends when every one has had the missed events (or the time cap).
+func measureReconnect(ctx context.Context, cfg config, srv *child, targets []*url.URL, gone []*sseclient.Client, res *result) error {
+	ids := make([]string, len(gone))
+	for i, c := range gone {
+		ids[i] = c.LastID()
+	}
+	deadline, _ := ctx.Deadline()
+	limit := time.Until(deadline) - time.Second
+	if limit <= 0 {
+		return errors.New("no time left for the reconnect storm")
+	}
+	if _, err := srv.publish(ctx, cfg.missed, cfg.events+1, 0, limit); err != nil {
+		return fmt.Errorf("publishing the missed events: %w", err)
+	}
+	before, err := srv.cpu(ctx)
+	if err != nil {
+		return fmt.Errorf("server CPU time: %w", err)
+	}
+	var wg sync.WaitGroup
+	clients := make([]*sseclient.Client, len(gone))
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
+			}
+		}
+		wg.Wait()
+	}()
+	want := int64(cfg.missed)
+	start := time.Now()
+	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{LastEventIDs: ids}); err != nil {
+		return fmt.Errorf("reconnecting: %w", err)
+	}
+	_ = sseclient.PollUntil(ctx, time.Until(deadline), func() bool {
+		for _, c := range clients {
+			if c.Got.Load() < want && !c.Done.Load() {
+				return false
+			}
+		}
+		return true
+	})
+	took := time.Since(start)
+	after, err := srv.cpu(ctx)
+	if err != nil {
+		return fmt.Errorf("server CPU time: %w", err)
+	}
+	res.Missed = cfg.missed
+	res.ReconnectSeconds = took.Seconds()
+	res.ReconnectsPerS = float64(len(clients)) / took.Seconds()
+	res.CPUUsPerReconnect = (after - before).Seconds() * 1e6 / float64(len(clients))
+	for _, c := range clients {
+		switch got := c.Got.Load(); {
+		case got == want:
+			res.ReconnectExact++
+		case got > want:
+			res.ReconnectExtra++
+		default:
+			res.ReconnectShort++
+		}
 	}
 	return nil
 }

@@ -52,8 +52,12 @@ func serve(ctx context.Context, args []string) error {
 	originsOn := fs.String("origins-on", "own", "where those events go: own (a stream each) or bench")
 	maxLife := fs.Duration("max-life", 10*time.Minute, "exit after this long whatever happens")
 	cpuProfile := fs.String("cpuprofile", "", "write the server's CPU profile to this file")
+	heapProfile := fs.String("heapprofile", "", "write the server's heap profile (every allocation sampled) to this file when the idle connections are measured")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *heapProfile != "" {
+		runtime.MemProfileRate = 1
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -110,7 +114,14 @@ func serve(ctx context.Context, args []string) error {
 	}
 	ctl := http.NewServeMux()
 	ctl.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, readStats(r.URL.Query().Get("gc") == "1"))
+		st := readStats(r.URL.Query().Get("gc") == "1")
+		if *heapProfile != "" && r.URL.Query().Get("profile") == "1" {
+			if err := writeHeapProfile(*heapProfile); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		writeJSON(w, st)
 	})
 	ctl.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -235,3 +246,15 @@ func writeJSON(w http.ResponseWriter, v any) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func writeHeapProfile(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

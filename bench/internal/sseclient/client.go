@@ -21,6 +21,11 @@ type Options struct {
 	// different replicas may interleave). Sequence numbers above Track are
 	// counted in Beyond.
 	Track int
+	// LastEventID, when set, is sent as the Last-Event-ID header: the
+	// subscription resumes from there. DialAll sends LastEventIDs[i] for
+	// client i instead, when that is set.
+	LastEventID  string
+	LastEventIDs []string
 }
 
 // Client is one SSE subscriber: a raw TCP connection, one hand-written
@@ -53,6 +58,7 @@ type Client struct {
 
 	lastSeq int64
 	seen    []uint8 // seen[seq] counts arrivals of seq, saturating at 255
+	lastID  []byte
 }
 
 // Dial opens the subscription and returns once the request is written; the
@@ -70,7 +76,11 @@ func Dial(ctx context.Context, target *url.URL, wg *sync.WaitGroup, opts Options
 		_ = tc.SetLinger(0)
 	}
 	req := "GET " + target.RequestURI() + " HTTP/1.1\r\nHost: " + target.Host +
-		"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+		"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
+	if opts.LastEventID != "" {
+		req += "Last-Event-ID: " + opts.LastEventID + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := conn.Write([]byte(req)); err != nil {
 		_ = conn.Close()
 		return nil, err
@@ -124,7 +134,9 @@ func (c *Client) read(target *url.URL) error {
 			continue
 		}
 		if v, ok := bytes.CutPrefix(line, idPrefix); ok {
-			id = len(bytes.TrimRight(v, "\r\n"))
+			v = bytes.TrimRight(v, "\r\n")
+			id = len(v)
+			c.lastID = append(c.lastID[:0], v...)
 			continue
 		}
 		if bytes.HasPrefix(line, eventPrefix) {
@@ -168,6 +180,10 @@ func (c *Client) read(target *url.URL) error {
 		c.Got.Add(1)
 	}
 }
+
+// LastID is the last event id the client saw ("" when none). Read it
+// after the client's goroutine has returned.
+func (c *Client) LastID() string { return string(c.lastID) }
 
 // Seen is how many times the event seq arrived (0 when not tracked). Read
 // it after the client's goroutine has returned.
@@ -215,7 +231,11 @@ func DialAll(ctx context.Context, targets []*url.URL, clients []*Client, dialers
 				if i >= len(clients) || ctx.Err() != nil {
 					return
 				}
-				c, err := Dial(ctx, targets[i%len(targets)], wg, opts)
+				o := opts
+				if opts.LastEventIDs != nil {
+					o.LastEventID = opts.LastEventIDs[i]
+				}
+				c, err := Dial(ctx, targets[i%len(targets)], wg, o)
 				if err != nil {
 					errOnce.Do(func() { first = fmt.Errorf("subscriber %d: %w", i, err) })
 					return

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -120,5 +121,44 @@ func TestClientCountsBySeq(t *testing.T) {
 	}
 	if c.Hist.N() != 4 {
 		t.Errorf("%d latency samples, want 4", c.Hist.N())
+	}
+}
+
+// TestClientResumes sends each client's Last-Event-ID and keeps the last id
+// it saw, for the reconnect storm.
+func TestClientResumes(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.Header.Get("Last-Event-ID"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "id: x.1\n\nid: x.2\ndata: 0 1 warm\n\n")
+	}))
+	defer srv.Close()
+	target, err := url.Parse(srv.URL + "/events?stream=bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	clients := make([]*Client, 2)
+	if err := DialAll(t.Context(), []*url.URL{target}, clients, 1, &wg, Options{LastEventIDs: []string{"a.7", ""}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := PollUntil(t.Context(), 10*time.Second, func() bool { return CountDone(clients) == 2 }); err != nil {
+		t.Fatal("the streams did not end:", err)
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(asked)
+	if len(asked) != 2 || asked[0] != "" || asked[1] != "a.7" {
+		t.Errorf("Last-Event-ID headers %q, want a.7 and none", asked)
+	}
+	for i, c := range clients {
+		if c.LastID() != "x.2" {
+			t.Errorf("client %d: last id %q, want x.2", i, c.LastID())
+		}
 	}
 }
