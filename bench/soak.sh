@@ -82,6 +82,7 @@ for (( r = 0; r < rounds; r++ )); do
 import json, sys
 r = json.load(sys.stdin)
 print("  complete %s, %d of %d deliveries, p50 %.1f ms, p99 %.1f ms" % (r["complete"], r["delivered"], r["expected"], r["p50Ms"], r["p99Ms"]))
+print("  published %d events in %.1f s: %.1f events/s (asked %g; below it, the machine could not keep up)" % (r["published"], r["publishSeconds"], r["published"] / max(r["publishSeconds"], 1e-9), r["rate"]))
 for s in r.get("samples", []):
     print("  %6.1fs  RSS %7.1f MiB  heap %7.1f MiB  %6d goroutines" % (s["sec"], s["rss"] / 2**20, s["heapAlloc"] / 2**20, s["goroutines"]))
 print("  RSS growth after warm-up: %+.1f MiB (%+.1f%%)" % (r.get("rssGrowth", 0) / 2**20, r.get("rssGrowthPct", 0)))

@@ -350,7 +350,7 @@ func TestWriteChunked(t *testing.T) {
 			if tt.head != "" {
 				head = []byte(tt.head)
 			}
-			n, err := writeChunked(c, head, tt.frames, tt.last)
+			n, err := writeChunked(c, head, tt.frames, tt.last, newMetrics(nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -410,13 +410,13 @@ func TestHijackedHeartbeats(t *testing.T) {
 func TestBeatOnlyAfterSilence(t *testing.T) {
 	b := newBeatTiming(time.Second)
 	sub := newConnSubscriber([]string{"s"}, 10)
-	pool := &connWriters{} // no workers: runs stay in the ready queue
+	pool := &connWriters{idle: make(chan *subscriber, 10)} // a parked writer takes the run
 	sub.hc = &hijacked{pool: pool}
 	sub.spare = make([][]byte, 0, 8)
 	now := monoNow()
 
 	sub.hc.lastWrite = now - b.quiet + b.grain + 1
-	if next := sub.beat(now, b); sub.hc.beat || next != b.next(sub.hc.lastWrite) || len(pool.ready) != 0 {
+	if next := sub.beat(now, b); sub.hc.beat || next != b.next(sub.hc.lastWrite) || len(pool.idle) != 0 {
 		t.Errorf("written %s ago: beat %v, next in %s", time.Duration(now-sub.hc.lastWrite), sub.hc.beat, time.Duration(next-now))
 	}
 	sub.hc.lastWrite = now - b.quiet + b.grain
@@ -429,8 +429,8 @@ func TestBeatOnlyAfterSilence(t *testing.T) {
 	if !sub.hc.beat || !sub.hc.running || next != b.next(now) || sub.spare != nil {
 		t.Errorf("silent for quiet: beat %v, writer run %v, next in %s, spare %v", sub.hc.beat, sub.hc.running, time.Duration(next-now), sub.spare)
 	}
-	if len(pool.ready) != 1 {
-		t.Errorf("connection queued for a writer %d times, want once", len(pool.ready))
+	if len(pool.idle) != 1 {
+		t.Errorf("connection handed to a writer %d times, want once", len(pool.idle))
 	}
 }
 
