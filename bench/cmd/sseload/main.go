@@ -361,14 +361,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	// Open the subscribers.
 	var wg sync.WaitGroup
 	clients := make([]*sseclient.Client, cfg.subs)
-	defer func() {
-		for _, c := range clients {
-			if c != nil {
-				c.Close()
-			}
-		}
-		wg.Wait()
-	}()
+	defer sseclient.CloseAll(clients, &wg)
 	connStart := time.Now()
 	targets := []*url.URL{srv.sseURL}
 	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{}); err != nil {
@@ -583,14 +576,7 @@ func measureReconnect(ctx context.Context, cfg config, srv *child, targets []*ur
 	}
 	var wg sync.WaitGroup
 	clients := make([]*sseclient.Client, len(gone))
-	defer func() {
-		for _, c := range clients {
-			if c != nil {
-				c.Close()
-			}
-		}
-		wg.Wait()
-	}()
+	defer sseclient.CloseAll(clients, &wg)
 	want := int64(cfg.missed)
 	start := time.Now()
 	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{LastEventIDs: ids}); err != nil {

@@ -250,14 +250,7 @@ func run(ctx context.Context, cfg config, logw io.Writer) (res *result, err erro
 	}
 	var wg sync.WaitGroup
 	clients := make([]*sseclient.Client, cfg.subs)
-	defer func() {
-		for _, c := range clients {
-			if c != nil {
-				c.Close()
-			}
-		}
-		wg.Wait()
-	}()
+	defer sseclient.CloseAll(clients, &wg)
 	connStart := time.Now()
 	cctx, ccancel := context.WithTimeout(ctx, cfg.startTimeout)
 	defer ccancel()

@@ -213,6 +213,17 @@ func CutInt(b []byte) (int64, []byte, bool) {
 // Close closes the connection; the reading goroutine then returns.
 func (c *Client) Close() { _ = c.conn.Close() }
 
+// CloseAll closes every client opened so far (nil ones are skipped) and
+// waits for their reading goroutines, which wg counts.
+func CloseAll(clients []*Client, wg *sync.WaitGroup) {
+	for _, c := range clients {
+		if c != nil {
+			c.Close()
+		}
+	}
+	wg.Wait()
+}
+
 // DialAll opens len(clients) subscriptions, dialers at a time; client i
 // subscribes to targets[i % len(targets)].
 func DialAll(ctx context.Context, targets []*url.URL, clients []*Client, dialers int, wg *sync.WaitGroup, opts Options) error {
