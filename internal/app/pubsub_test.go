@@ -724,3 +724,36 @@ func TestRunSubResumesAcrossReplicaRestart(t *testing.T) {
 		t.Fatalf("stderr does not show the reconnections: %s", stderr.String())
 	}
 }
+
+// A subscription of several streams or a pattern names each event's
+// stream, in text and in JSON.
+func TestRunSubNamesStreams(t *testing.T) {
+	script := func(n int, w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
+		subSSE(w, "retry: 5\nid: o.0\n\nid: o.1\nstream: prices/BTC\ndata: 1\n\nid: o.2\nevent: tick\nstream: prices/ETH\ndata: 2\n\n")
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--count", "2"}, "prices/BTC: 1\nprices/ETH: [tick] 2\n"},
+		{[]string{"--count", "2", "--json"}, `{"id":"o.1","stream":"prices/BTC","event":"message","data":"1"}` + "\n" + `{"id":"o.2","stream":"prices/ETH","event":"tick","data":"2"}` + "\n"},
+	} {
+		srv := newSubServer(t, script)
+		var stdout, stderr bytes.Buffer
+		if err := RunSub(t.Context(), append([]string{"--url", srv.URL, "--stream", "prices/*"}, tc.args...), &stdout, &stderr); err != nil {
+			t.Fatalf("err = %v; stderr: %s", err, stderr.String())
+		}
+		if stdout.String() != tc.want {
+			t.Errorf("stdout = %q, want %q", stdout.String(), tc.want)
+		}
+		srv.mu.Lock()
+		if q := srv.queries[0]; q != "/events?stream=prices%2F%2A" {
+			t.Errorf("query %q", q)
+		}
+		srv.mu.Unlock()
+	}
+}

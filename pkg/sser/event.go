@@ -24,6 +24,11 @@ const (
 	// LastEventIDQueryParameterName resumes a subscription for clients that
 	// cannot set the Last-Event-ID header.
 	LastEventIDQueryParameterName = "lastEventID"
+	// EnvelopeQueryParameterName=json asks for each event's data as the
+	// JSON object {"stream":"...","data":"..."}: how a browser EventSource
+	// learns the stream of each event of a subscription of several
+	// streams or of patterns.
+	EnvelopeQueryParameterName = "envelope"
 
 	// MaxStreamNameLength is the longest stream name accepted.
 	MaxStreamNameLength = 128

@@ -1,6 +1,7 @@
 package sser
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -268,9 +269,9 @@ type streamState struct {
 	// subs are the subscribers of this stream alone. Changed with both the
 	// hub's lock and fanMu held; read by the fan-out under fanMu.
 	subs map[*subscriber]struct{}
-	// multi are subscribers of several streams. They are served under the
-	// hub's lock, which keeps one apply order across all their streams.
-	multi map[*subscriber]struct{}
+	// sets are the sets of several streams, or patterns, that receive
+	// this stream (see streamSet). Served under the hub's lock.
+	sets  []*streamSet
 	hist  ring
 	name  string
 	bytes int64 // of the entries in hist
@@ -287,9 +288,20 @@ type streamState struct {
 }
 
 func newStreamState(name string) *streamState {
-	return &streamState{name: name, subs: make(map[*subscriber]struct{}), multi: make(map[*subscriber]struct{})}
+	return &streamState{name: name, subs: make(map[*subscriber]struct{})}
 }
 
+// idle reports whether the stream can be forgotten: no subscriber, no
+// history, and no set that names it (pattern sets find it again when it
+// comes back).
 func (ss *streamState) idle() bool {
-	return len(ss.subs) == 0 && len(ss.multi) == 0 && ss.hist.len() == 0
+	if len(ss.subs) > 0 || ss.hist.len() > 0 {
+		return false
+	}
+	for _, s := range ss.sets {
+		if _, named := slices.BinarySearch(s.names, ss.name); named {
+			return false
+		}
+	}
+	return true
 }

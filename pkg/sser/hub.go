@@ -46,6 +46,11 @@ type hub struct {
 	seq     *sequencer
 	hist    *history
 	streams map[string]*streamState
+	// sets are the sets of subscribers of several streams or patterns, by
+	// key; patterns indexes those with patterns by each pattern's literal
+	// prefix, so a new stream finds its sets without a look at all.
+	sets     map[string]*streamSet
+	patterns map[string][]*streamSet
 	// pos is everything this replica has applied, all streams together.
 	pos      position
 	idx      uint64
@@ -91,19 +96,21 @@ type heldBatch struct {
 
 func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Duration) *hub {
 	h := &hub{
-		log:     log,
-		m:       m,
-		opts:    hubOptions{historySize: historySize, historyAge: historyAge, maxReplayEvents: DefaultMaxReplayEvents, maxReplayBytes: DefaultMaxReplayBytes},
-		now:     time.Now,
-		seq:     newSequencer(),
-		streams: make(map[string]*streamState),
-		subs:    make(map[*subscriber]struct{}),
-		self:    "none",
+		log:      log,
+		m:        m,
+		opts:     hubOptions{historySize: historySize, historyAge: historyAge, maxReplayEvents: DefaultMaxReplayEvents, maxReplayBytes: DefaultMaxReplayBytes},
+		now:      time.Now,
+		seq:      newSequencer(),
+		streams:  make(map[string]*streamState),
+		sets:     make(map[string]*streamSet),
+		subs:     make(map[*subscriber]struct{}),
+		patterns: make(map[string][]*streamSet),
+		self:     "none",
 	}
 	h.hist = newHistory(historySize, historyAge, func(n int) { m.historyEvicted.Add(float64(n)) })
 	h.hist.emptied = func(ss *streamState) {
-		if ss.idle() && h.streams[ss.name] == ss {
-			delete(h.streams, ss.name)
+		if ss.idle() {
+			h.forgetStreamLocked(ss)
 		}
 	}
 	h.progress.Store(time.Now().UnixNano())
@@ -260,11 +267,10 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 	keep := h.opts.historySize > 0
 	ss := h.streams[ev.Stream]
 	if ss == nil {
-		if !keep {
+		if !keep && !h.patternMatchesLocked(ev.Stream) {
 			return // no history and no subscriber: nobody to tell
 		}
-		ss = newStreamState(ev.Stream)
-		h.streams[ev.Stream] = ss
+		ss = h.streamLocked(ev.Stream)
 	}
 	// The stream's entry for the origin is the replica's, hole included:
 	// the events it lacks may have been on this stream.
@@ -366,11 +372,10 @@ func (h *hub) requestRepairs(origins []string) {
 func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	ss := h.streams[e.ev.Stream]
 	if ss == nil {
-		if !keep {
+		if !keep && !h.patternMatchesLocked(e.ev.Stream) {
 			return
 		}
-		ss = newStreamState(e.ev.Stream)
-		h.streams[e.ev.Stream] = ss
+		ss = h.streamLocked(e.ev.Stream)
 	}
 	if keep {
 		h.hist.add(ss, e)
@@ -378,28 +383,34 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	if len(ss.subs) > 0 {
 		h.fanout = append(h.fanout, fanItem{ss, e})
 	}
+	if len(ss.sets) == 0 {
+		return
+	}
 	queued := 0
-	var byKey map[string]*histEntry
-	for sub := range ss.multi {
-		me := e
+	var overflow []*subscriber
+	for _, set := range ss.sets {
+		// A set's subscribers get the merge of its streams' positions,
+		// encoded once for all of them.
+		id := ""
 		if e.pos != nil {
-			// A subscriber of several streams gets the merge of their
-			// positions, encoded once per set of streams.
-			if me = byKey[sub.key]; me == nil {
-				pos := h.streamsPosLocked(sub.streams)
-				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, frame: appendFrame(nil, pos.String(), &e.ev), at: e.at}
-				if byKey == nil {
-					byKey = make(map[string]*histEntry)
-				}
-				byKey[sub.key] = me
+			set.advance(e.ev.Origin, ss, e.at)
+			id = set.pos.String()
+		}
+		me := &histEntry{idx: e.idx, ev: e.ev, pos: set.pos, frame: appendSetFrame(nil, id, &e.ev, set.format), at: e.at}
+		if e.pos == nil {
+			me.pos = nil
+		}
+		for sub := range set.subs {
+			q, ok := h.pushTo(sub, me)
+			if !ok {
+				overflow = append(overflow, sub)
+				continue
 			}
+			queued += q
 		}
-		q, ok := h.pushTo(sub, me)
-		if !ok {
-			h.overflowLocked(sub)
-			continue
-		}
-		queued += q
+	}
+	for _, sub := range overflow {
+		h.overflowLocked(sub)
 	}
 	h.m.framesQueued.Add(float64(queued))
 }
@@ -436,7 +447,7 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 	if sub.lacks != nil {
 		// The client lacks events this replica can no longer give: every
 		// id it gets says so.
-		return appendFrame(nil, e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev), true
+		return appendSetFrame(nil, e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev, sub.format), true
 	}
 	if sub.ahead == nil {
 		return e.frame, true
@@ -445,7 +456,7 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 		sub.ahead = nil
 		return e.frame, true
 	}
-	return appendFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev), true
+	return appendSetFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev, sub.format), true
 }
 
 // fill applies events fetched to repair a gap.
@@ -580,7 +591,16 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	}
 	res := resumeResult{resumed: resuming}
 	frames := [][]byte{appendRetry(nil, retryMs)}
-	pos := h.streamsPosLocked(sub.streams)
+	streams := sub.streams
+	var pos position
+	var set *streamSet
+	if sub.multi() {
+		set = h.setLocked(sub)
+		streams = set.memberNames()
+		pos = set.pos
+	} else {
+		pos = h.streamsPosLocked(streams)
+	}
 	id := pos.String()
 	if resuming {
 		from = h.knownPartLocked(from.without(func(o string) bool { return from.entry(o).claimsNothing() }))
@@ -604,10 +624,10 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			_, isAhead := ahead.find(o)
 			return !onStreams && !isAhead
 		})
-		lacks := h.lacksLocked(sub.streams, from)
+		lacks := h.lacksLocked(streams, from)
 		res.lost = len(lacks) > 0
 		sub.lacks = lacks
-		missed := h.missedLocked(sub.streams, from)
+		missed := h.missedLocked(streams, from)
 		bytes := 0
 		acc := rel
 		for _, e := range missed {
@@ -622,8 +642,8 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			// would get events twice later.
 			acc = acc.merge(e.pos)
 			frame := e.frame
-			if lacks != nil || !e.pos.covers(acc) {
-				frame = appendFrame(nil, acc.withHoles(lacks).String(), &e.ev)
+			if set != nil || lacks != nil || !e.pos.covers(acc) {
+				frame = appendSetFrame(nil, acc.withHoles(lacks).String(), &e.ev, sub.format)
 			}
 			frames = append(frames, frame)
 			bytes += len(frame)
@@ -644,21 +664,19 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		// it comes back for the rest.
 		sub.pushUnbounded(frames...)
 		h.m.replayTruncated.Inc()
+		if set != nil && len(set.subs) == 0 {
+			h.dropSetLocked(set)
+		}
 		return res, true
 	}
 	frames = append(frames, appendIDFrame(nil, id))
 	sub.pushUnbounded(frames...)
 
-	for _, name := range sub.streams {
-		ss := h.streams[name]
-		if ss == nil {
-			ss = newStreamState(name)
-			h.streams[name] = ss
-		}
-		if len(sub.streams) > 1 {
-			ss.multi[sub] = struct{}{}
-			continue
-		}
+	if set != nil {
+		set.subs[sub] = struct{}{}
+		sub.set = set
+	} else {
+		ss := h.streamLocked(sub.streams[0])
 		// Wait out a fan-out in progress: its event is already in this
 		// client's replay or before its position, never in both.
 		ss.fanMu.Lock()
@@ -754,18 +772,17 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 		return
 	}
 	delete(h.subs, sub)
-	for _, name := range sub.streams {
-		if ss := h.streams[name]; ss != nil {
-			if len(sub.streams) > 1 {
-				delete(ss.multi, sub)
-			} else {
-				ss.fanMu.Lock()
-				delete(ss.subs, sub)
-				ss.fanMu.Unlock()
-			}
-			if ss.idle() {
-				delete(h.streams, name)
-			}
+	if set := sub.set; set != nil {
+		delete(set.subs, sub)
+		if len(set.subs) == 0 {
+			h.dropSetLocked(set)
+		}
+	} else if ss := h.streams[sub.streams[0]]; ss != nil {
+		ss.fanMu.Lock()
+		delete(ss.subs, sub)
+		ss.fanMu.Unlock()
+		if ss.idle() {
+			h.forgetStreamLocked(ss)
 		}
 	}
 	h.clock.remove(sub)
@@ -867,23 +884,17 @@ func (h *hub) sweep() (forgotten []string) {
 		h.pos = h.pos.without(func(o string) bool { return stale[o] })
 	}
 	for _, ss := range h.streams {
-		var drop map[string]bool
-		for o, at := range ss.seen {
-			if stale[o] || now.Sub(at) > age {
-				if drop == nil {
-					drop = make(map[string]bool)
-				}
-				drop[o] = true
-				delete(ss.seen, o)
-				delete(ss.evicted, o)
-			}
-		}
-		if drop != nil {
-			ss.pos = ss.pos.without(func(o string) bool { return drop[o] })
+		var dropped []string
+		ss.pos, dropped = agePosition(ss.pos, ss.seen, stale, now, age)
+		for _, o := range dropped {
+			delete(ss.evicted, o)
 		}
 		for o := range stale {
 			delete(ss.evicted, o)
 		}
+	}
+	for _, set := range h.sets {
+		set.pos, _ = agePosition(set.pos, set.seen, stale, now, age)
 	}
 	return forgotten
 }

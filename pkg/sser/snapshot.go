@@ -161,11 +161,7 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		if err != nil {
 			continue
 		}
-		ss := h.streams[se.Stream]
-		if ss == nil {
-			ss = newStreamState(se.Stream)
-			h.streams[se.Stream] = ss
-		}
+		ss := h.streamLocked(se.Stream)
 		h.idx++
 		ev := se.Event
 		h.hist.add(ss, &histEntry{idx: h.idx, ev: ev, pos: epos, frame: appendFrame(nil, se.ID, &ev), at: se.At})
@@ -187,11 +183,7 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		if err != nil || ValidateStreamName(name) != nil || len(spos) == 0 {
 			continue
 		}
-		ss := h.streams[name]
-		if ss == nil {
-			ss = newStreamState(name)
-			h.streams[name] = ss
-		}
+		ss := h.streamLocked(name)
 		ss.pos = ss.pos.merge(spos)
 		if ss.seen == nil {
 			ss.seen = make(map[string]time.Time)
@@ -216,9 +208,9 @@ func (h *hub) importLocked(snap *Snapshot) error {
 	}
 	h.hist.expire(now)
 	h.pos = pos
-	for name, ss := range h.streams {
+	for _, ss := range h.streams {
 		if ss.idle() {
-			delete(h.streams, name)
+			h.forgetStreamLocked(ss)
 		}
 	}
 	h.m.eventsIn.WithLabelValues("warmup").Add(float64(imported))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,20 +68,26 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.writeError(w, r, "events", http.StatusBadRequest, fmt.Sprintf("at most %d streams per subscription, got %d", s.opts.MaxStreamsPerConnection, len(streams)), "")
 		return
 	}
-	slices.Sort(streams)
-	streams = slices.Compact(streams)
-	for _, name := range streams {
-		if err := ValidateStreamName(name); err != nil {
-			s.writeError(w, r, "events", http.StatusBadRequest, err.Error(), "")
-			return
-		}
+	streams, patterns, err := splitPatterns(streams)
+	if err != nil {
+		s.writeError(w, r, "events", http.StatusBadRequest, err.Error(), "")
+		return
 	}
-	expires, ok := s.authorizeSubscribe(w, r, streams)
+	format := formatPlain
+	switch v := q.Get(EnvelopeQueryParameterName); v {
+	case "":
+	case "json":
+		format = formatEnvelope
+	default:
+		s.writeError(w, r, "events", http.StatusBadRequest, EnvelopeQueryParameterName+"="+strconv.Quote(v)+" is not supported: use "+EnvelopeQueryParameterName+"=json", "")
+		return
+	}
+	expires, principal, ok := s.authorizeSubscribe(w, r, streams)
 	if !ok {
 		return
 	}
 	if allow := s.opts.AllowStream; allow != nil {
-		for _, name := range streams {
+		for _, name := range slices.Concat(streams, patterns) {
 			if !allow(r, name) {
 				// 204 is the SSE way to say "do not reconnect".
 				s.m.badRequests.WithLabelValues("events", "204").Inc()
@@ -121,6 +128,11 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		sub.group = s.writers.joinGroup(ctx)
 	} else {
 		sub = newSubscriber(streams, s.opts.SubscriberQueue)
+	}
+	if principal != nil {
+		sub.selectSet(patterns, format, principal.Allows, strings.Join(principal.Grants, "\x00"))
+	} else {
+		sub.selectSet(patterns, format, nil, "")
 	}
 	res, ok := s.hub.subscribe(sub, from, lastID != "", s.opts.Retry.Milliseconds())
 	if !ok || res.truncated {
@@ -333,4 +345,25 @@ func (s *ServerImpl) corsHeaders(w http.ResponseWriter, r *http.Request) bool {
 		h.Set("Access-Control-Max-Age", "600")
 	}
 	return true
+}
+
+// splitPatterns separates a subscription's stream parameters into stream
+// names and patterns, sorted and without repeats, and checks both.
+func splitPatterns(params []string) (names, patterns []string, err error) {
+	for _, p := range params {
+		if IsStreamPattern(p) {
+			if err := ValidateStreamPattern(p); err != nil {
+				return nil, nil, fmt.Errorf("%w: %q (a glob over stream names: * and ? match within one '/' segment, [a-z] a class)", err, p)
+			}
+			patterns = append(patterns, p)
+			continue
+		}
+		if err := ValidateStreamName(p); err != nil {
+			return nil, nil, err
+		}
+		names = append(names, p)
+	}
+	slices.Sort(names)
+	slices.Sort(patterns)
+	return slices.Compact(names), slices.Compact(patterns), nil
 }

@@ -1,7 +1,6 @@
 package sser
 
 import (
-	"strings"
 	"sync"
 )
 
@@ -48,11 +47,18 @@ func (r closeReason) String() string {
 // pool goroutine push hands it to (see hijack.go): an idle hijacked
 // subscriber has no goroutine at all.
 type subscriber struct {
-	streams  []string
+	streams  []string // the names subscribed to, sorted
 	maxQueue int
-	// key names the set of streams, for subscribers of several: those with
-	// the same set share one encoding of each frame.
-	key string
+	// patterns, format and allow describe a subscriber of several streams
+	// or of patterns (see streamSet); key names its set: subscribers with
+	// the same key share one encoding of each frame.
+	patterns []string
+	format   frameFormat
+	allow    func(stream string) bool
+	key      string
+	// set is the subscriber's set, nil for a subscriber of one stream
+	// alone. Guarded by hub.mu.
+	set *streamSet
 
 	mu     sync.Mutex
 	queue  [][]byte
@@ -99,13 +105,38 @@ func newSubscriber(streams []string, maxQueue int) *subscriber {
 // hijacked: nothing wakes a writer until attach gives it one, and
 // useChannels turns it into a newSubscriber if the hijack fails.
 func newConnSubscriber(streams []string, maxQueue int) *subscriber {
-	return &subscriber{
+	s := &subscriber{
 		streams:  streams,
-		key:      strings.Join(streams, "\x00"),
 		maxQueue: maxQueue,
 		tm:       subTimers{idx: -1},
 	}
+	if len(streams) > 1 {
+		s.format = formatTagged
+		s.key = setKey(streams, nil, s.format, "")
+	}
+	return s
 }
+
+// selectSet makes the subscriber one of a set: of several streams, of
+// patterns, or both. Frames name their stream in format (formatPlain
+// means formatTagged here). allow filters the streams patterns match;
+// grants names it in the set's key. Call it before subscribing.
+func (s *subscriber) selectSet(patterns []string, format frameFormat, allow func(string) bool, grants string) {
+	if len(s.streams) < 2 && len(patterns) == 0 && format != formatEnvelope {
+		return
+	}
+	if format == formatPlain {
+		format = formatTagged
+	}
+	if len(patterns) == 0 {
+		allow, grants = nil, ""
+	}
+	s.patterns, s.format, s.allow = patterns, format, allow
+	s.key = setKey(s.streams, patterns, format, grants)
+}
+
+// multi reports whether the subscriber is served through a set.
+func (s *subscriber) multi() bool { return s.key != "" }
 
 // useChannels gives a subscriber made by newConnSubscriber the channels of
 // a handler-goroutine writer, when its connection could not be hijacked.
