@@ -28,6 +28,7 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		Logger:            log,
 		Heartbeat:         o.Heartbeat,
 		Retry:             o.Retry,
+		NoPreamble:        !o.ConnectPreamble,
 		MaxConnectionTime: o.MaxConnectionTime,
 		WriteTimeout:      o.WriteTimeout,
 		SubscriberQueue:   o.SubscriberQueue,

@@ -42,6 +42,7 @@ type Options struct {
 
 	Heartbeat         time.Duration
 	Retry             time.Duration
+	ConnectPreamble   bool
 	MaxConnectionTime time.Duration
 	WriteTimeout      time.Duration
 	SubscriberQueue   int
@@ -110,6 +111,7 @@ func NewOptions() *Options {
 		Selector:            "app.kubernetes.io/name=sser",
 		Heartbeat:           d.Heartbeat,
 		Retry:               d.Retry,
+		ConnectPreamble:     true,
 		WriteTimeout:        d.WriteTimeout,
 		SubscriberQueue:     d.SubscriberQueue,
 		PeerBatch:           d.PeerBatch,
@@ -299,6 +301,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	// Subscribers.
 	e.dur(&o.Heartbeat, "heartbeat", "SSER_HEARTBEAT", "interval of heartbeat comments on idle SSE connections")
 	e.dur(&o.Retry, "retry", "SSER_RETRY", "reconnection delay sent to SSE clients")
+	e.boolean(&o.ConnectPreamble, "connect-preamble", "SSER_CONNECT_PREAMBLE", "send the retry field and an id-only frame on connect, so a client has a resume point before its first event (false for clients that dispatch frames without data as empty events; a subscriber may pass ?preamble=0 or 1)")
 	e.dur(&o.MaxConnectionTime, "max-connection-time", "SSER_MAX_CONNECTION_TIME", "end SSE connections after about this long (jittered), 0 = never")
 	e.dur(&o.WriteTimeout, "write-timeout", "SSER_WRITE_TIMEOUT", "limit on one write to a subscriber")
 	e.integer(&o.SubscriberQueue, "subscriber-queue", "SSER_SUBSCRIBER_QUEUE", "events queued for one subscriber before it is disconnected")

@@ -29,6 +29,10 @@ const (
 	// learns the stream of each event of a subscription of several
 	// streams or of patterns.
 	EnvelopeQueryParameterName = "envelope"
+	// PreambleQueryParameterName=0 leaves out the frames without data
+	// sent on connect (retry and id-only), =1 asks for them whatever the
+	// server's default (see Options.NoPreamble).
+	PreambleQueryParameterName = "preamble"
 
 	// MaxStreamNameLength is the longest stream name accepted.
 	MaxStreamNameLength = 128

@@ -590,6 +590,7 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		return resumeResult{}, false
 	}
 	res := resumeResult{resumed: resuming}
+	// The preamble: the retry field, then (below) an id-only frame.
 	frames := [][]byte{appendRetry(nil, retryMs)}
 	streams := sub.streams
 	var pos position
@@ -658,6 +659,9 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		id = nothingPosition(h.self).String()
 	}
 	frames[0] = append(frames[0], '\n')
+	if sub.noPreamble {
+		frames = frames[1:]
+	}
 	h.m.replayed.Add(float64(res.replayed))
 	if res.truncated {
 		// No final id: the client's id is the last replayed event's, and
@@ -669,7 +673,9 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		}
 		return res, true
 	}
-	frames = append(frames, appendIDFrame(nil, id))
+	if !sub.noPreamble {
+		frames = append(frames, appendIDFrame(nil, id))
+	}
 	sub.pushUnbounded(frames...)
 
 	if set != nil {

@@ -42,6 +42,16 @@ type Options struct {
 	// SubscriberQueue is how many frames may wait for one subscriber before it
 	// is disconnected (default 1024).
 	SubscriberQueue int
+	// NoPreamble leaves out the two frames without data sent on connect:
+	// the retry field and the id-only frame. The spec says a frame
+	// without data dispatches nothing, and browsers and sser's client
+	// follow it; the id-only frame gives a client a resume point before
+	// its first event. Some clients dispatch each such frame as an empty
+	// event (LaunchDarkly's Go eventsource, r3labs/sse and go-sse's
+	// client; see the README). Without the preamble they keep their own
+	// reconnection delay and have no id until the first event. A
+	// subscriber may also choose with ?preamble=0 or 1.
+	NoPreamble bool
 	// DisableHijack serves every subscriber from its handler's goroutine
 	// through net/http's ResponseWriter, as HTTP/2 and writers that cannot
 	// be hijacked are. By default an HTTP/1.1 subscription's connection is

@@ -82,6 +82,15 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.writeError(w, r, "events", http.StatusBadRequest, EnvelopeQueryParameterName+"="+strconv.Quote(v)+" is not supported: use "+EnvelopeQueryParameterName+"=json", "")
 		return
 	}
+	noPreamble := s.opts.NoPreamble
+	switch v := q.Get(PreambleQueryParameterName); v {
+	case "":
+	case "0", "1":
+		noPreamble = v == "0"
+	default:
+		s.writeError(w, r, "events", http.StatusBadRequest, PreambleQueryParameterName+"="+strconv.Quote(v)+" is not supported: use 0 (no retry or id-only frame on connect) or 1", "")
+		return
+	}
 	expires, principal, ok := s.authorizeSubscribe(w, r, streams)
 	if !ok {
 		return
@@ -129,6 +138,7 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 	} else {
 		sub = newSubscriber(streams, s.opts.SubscriberQueue)
 	}
+	sub.noPreamble = noPreamble
 	if principal != nil {
 		sub.selectSet(patterns, format, principal.Allows, strings.Join(principal.Grants, "\x00"))
 	} else {

@@ -56,6 +56,8 @@ type subscriber struct {
 	format   frameFormat
 	allow    func(stream string) bool
 	key      string
+	// noPreamble leaves out the frames without data sent on connect.
+	noPreamble bool
 	// set is the subscriber's set, nil for a subscriber of one stream
 	// alone. Guarded by hub.mu.
 	set *streamSet
