@@ -757,3 +757,35 @@ func TestRunSubNamesStreams(t *testing.T) {
 		srv.mu.Unlock()
 	}
 }
+
+// --retain marks the event as the stream's retained state; --clear-retained
+// clears it and takes no message.
+func TestRunPubRetain(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"accepted":1,"origin":"o1","first":1,"last":1}`)
+	}))
+	defer srv.Close()
+	for _, args := range [][]string{{"--retain", "state"}, {"--clear-retained"}} {
+		var stdout, stderr bytes.Buffer
+		if err := RunPub(t.Context(), append([]string{"--url", srv.URL, "--stream", "s"}, args...), strings.NewReader(""), &stdout, &stderr); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{`{"stream":"s","msg":"state","retain":true}`, `{"stream":"s","msg":"","retain":true}`}; len(bodies) != 2 || strings.TrimSpace(bodies[0]) != want[0] || strings.TrimSpace(bodies[1]) != want[1] {
+		t.Fatalf("bodies %q, want %q", bodies, want)
+	}
+	var stderr bytes.Buffer
+	err := RunPub(t.Context(), []string{"--url", srv.URL, "--stream", "s", "--clear-retained", "x"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--clear-retained takes no message") {
+		t.Fatalf("--clear-retained with a message: %v", err)
+	}
+}

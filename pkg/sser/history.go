@@ -285,6 +285,11 @@ type streamState struct {
 	pos position
 	// seen is when each origin of pos last published to the stream.
 	seen map[string]time.Time
+	// retained is the stream's retained event (a clear when its frame is
+	// nil), and retainedFrame its frame without an id, for new
+	// subscribers.
+	retained      *histEntry
+	retainedFrame []byte
 }
 
 func newStreamState(name string) *streamState {
@@ -295,7 +300,7 @@ func newStreamState(name string) *streamState {
 // history, and no set that names it (pattern sets find it again when it
 // comes back).
 func (ss *streamState) idle() bool {
-	if len(ss.subs) > 0 || ss.hist.len() > 0 {
+	if len(ss.subs) > 0 || ss.hist.len() > 0 || ss.retained != nil {
 		return false
 	}
 	for _, s := range ss.sets {

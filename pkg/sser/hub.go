@@ -219,7 +219,11 @@ func (h *hub) applyLocked(events []Event, source string, heldFrom uint64) []stri
 		ev := events[i]
 		if ev.Origin == "" {
 			// No origin: delivered live to this replica only, with no id
-			// and no history, since no other replica can know of it.
+			// and no history, since no other replica can know of it (nor
+			// retained: replicas would disagree).
+			if ev.clearsRetained() {
+				continue
+			}
 			h.m.applied(source).Inc()
 			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev)}, false)
 			continue
@@ -267,7 +271,7 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 	keep := h.opts.historySize > 0
 	ss := h.streams[ev.Stream]
 	if ss == nil {
-		if !keep && !h.patternMatchesLocked(ev.Stream) {
+		if !keep && !ev.Retain && !h.patternMatchesLocked(ev.Stream) {
 			return // no history and no subscriber: nobody to tell
 		}
 		ss = h.streamLocked(ev.Stream)
@@ -279,7 +283,13 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 		ss.seen = make(map[string]time.Time)
 	}
 	ss.seen[ev.Origin] = now
-	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, frame: encodeFrame(ss.pos.String(), &ev), at: now}
+	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, at: now}
+	if !ev.clearsRetained() {
+		e.frame = encodeFrame(ss.pos.String(), &ev)
+	}
+	if ev.Retain {
+		h.retainLocked(ss, e)
+	}
 	h.deliverLocked(e, keep)
 }
 
@@ -379,6 +389,9 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	}
 	if keep {
 		h.hist.add(ss, e)
+	}
+	if e.frame == nil {
+		return // a clear of retained state: kept for repairs, sent to no one
 	}
 	if len(ss.subs) > 0 {
 		h.fanout = append(h.fanout, fanItem{ss, e})
@@ -642,6 +655,9 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			// everything replayed so far, or a client that stops mid-replay
 			// would get events twice later.
 			acc = acc.merge(e.pos)
+			if e.frame == nil {
+				continue // a clear of retained state
+			}
 			frame := e.frame
 			if set != nil || lacks != nil || !e.pos.covers(acc) {
 				frame = appendSetFrame(nil, acc.withHoles(lacks).String(), &e.ev, sub.format)
@@ -654,6 +670,11 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			frames = append(frames, lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
 		id = pos.merge(rel).withHoles(lacks).String()
+	} else {
+		// A new subscriber gets the retained state of its streams first,
+		// with no id: the id-only frame after it covers it, and nothing
+		// can be applied in between.
+		frames = h.appendRetainedLocked(frames, sub, set)
 	}
 	if id == "" {
 		id = nothingPosition(h.self).String()
@@ -902,6 +923,7 @@ func (h *hub) sweep() (forgotten []string) {
 	for _, set := range h.sets {
 		set.pos, _ = agePosition(set.pos, set.seen, stale, now, age)
 	}
+	h.sweepRetainedLocked(now, age)
 	return forgotten
 }
 

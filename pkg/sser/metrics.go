@@ -36,6 +36,7 @@ type metrics struct {
 	replayed         prometheus.Counter
 	resumes          *prometheus.CounterVec
 	historyEvicted   prometheus.Counter
+	retainedStreams  prometheus.Gauge
 	repairs          *prometheus.CounterVec
 	warmups          *prometheus.CounterVec
 	badRequests      *prometheus.CounterVec
@@ -75,6 +76,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
 	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_resumes_total", Help: "Subscriptions that gave a Last-Event-ID, by result (exact, lost)."}, []string{"result"})
 	m.historyEvicted = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_history_evicted_total", Help: "Events evicted from history by its size or age limit."})
+	m.retainedStreams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_retained_streams", Help: "Streams with a retained event (or a recent clear of one) on this replica."})
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_gap_repairs_total", Help: "Gap repairs, by result (repaired, failed; anti_entropy counts repairs started by comparing notes with a peer)."}, []string{"result"})
 	m.warmups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_warmups_total", Help: "Start-up history warm-ups, by result (copied from a peer, or empty)."}, []string{"result"})
 	m.badRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_bad_requests_total", Help: "Requests answered with a 4xx, by endpoint and status."}, []string{"endpoint", "code"})
@@ -88,7 +90,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.peerUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sser_peer_up", Help: "1 while deliveries to a peer succeed, 0 from its second failed attempt in a row until one succeeds again."}, []string{"peer"})
 	m.peerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_requests_total", Help: "HTTP requests opened to a peer for deliveries: each delivery stream opened, and each one-shot POST to a peer that does not stream."}, []string{"peer"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
-		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
+		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.retainedStreams, m.repairs, m.warmups,
 		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors, m.peerRequests, m.peerUp} {
 		f(c)
 	}

@@ -356,8 +356,12 @@ type Published struct {
 }
 
 func (s *ServerImpl) publish(ctx context.Context, events []Event) (Published, error) {
+	now := time.Now().UnixNano()
 	for i := range events {
-		events[i].Origin, events[i].Seq = "", 0
+		events[i].Origin, events[i].Seq, events[i].RetainAt = "", 0, 0
+		if events[i].Retain {
+			events[i].RetainAt = now
+		}
 		if err := events[i].Validate(); err != nil {
 			return Published{}, err
 		}
