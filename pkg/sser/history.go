@@ -13,7 +13,11 @@ type histEntry struct {
 	ev    Event
 	pos   position // the replica's position right after this event
 	frame []byte   // the frame as sent live; replays reuse it
-	at    time.Time
+	// setFrames are the frame in the formats of stream sets (tagged,
+	// envelope), with the same id, made on the first replay that needs one
+	// and shared by every later one. Guarded by hub.mu.
+	setFrames [2][]byte
+	at        time.Time
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
 	evicted bool

@@ -659,8 +659,11 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 				continue // a clear of retained state
 			}
 			frame := e.frame
-			if set != nil || lacks != nil || !e.pos.covers(acc) {
+			switch {
+			case lacks != nil || !e.pos.covers(acc):
 				frame = appendSetFrame(nil, acc.withHoles(lacks).String(), &e.ev, sub.format)
+			case set != nil:
+				frame = e.setFrame(sub.format)
 			}
 			frames = append(frames, frame)
 			bytes += len(frame)

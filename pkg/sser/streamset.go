@@ -298,3 +298,19 @@ func agePosition(pos position, seen map[string]time.Time, stale map[string]bool,
 	}
 	return pos, dropped
 }
+
+// setFrame is e's frame in format f with e's own id, encoded once: replays
+// to many subscribers of sets share it, as they share e.frame.
+func (e *histEntry) setFrame(f frameFormat) []byte {
+	if f == formatPlain {
+		return e.frame
+	}
+	k := 0
+	if f == formatEnvelope {
+		k = 1
+	}
+	if e.setFrames[k] == nil {
+		e.setFrames[k] = appendSetFrame(nil, e.pos.String(), &e.ev, f)
+	}
+	return e.setFrames[k]
+}
