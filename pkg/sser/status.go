@@ -125,7 +125,8 @@ type ConnectionStatus struct {
 	Streams int `json:"streams"`
 	// Top are the streams with the most subscribers, at most 10, most
 	// first. A subscriber of several streams, or of a pattern, counts on
-	// each stream it receives that this replica knows of.
+	// each stream it receives that this replica knows of. Streams and
+	// Top are counted at most every 5 s: it takes a walk over every stream.
 	Top []StreamConnections `json:"top"`
 }
 
@@ -213,8 +214,11 @@ const (
 	// pages are open, the hub's stream registry is walked at most this
 	// often.
 	statusCacheFor = 500 * time.Millisecond
-	// statusTopStreams is how many streams Connections.Top lists.
+	// statusTopStreams is how many streams Connections.Top lists, counted
+	// at most every statusTopEvery: a walk over 100,000 streams holds the
+	// hub's lock for about 15 ms.
 	statusTopStreams = 10
+	statusTopEvery   = 5 * time.Second
 )
 
 // statusSample is one point of the charts.
@@ -252,6 +256,10 @@ type statusTracker struct {
 	marks   map[string]lagMark
 	cached  *Status
 	encoded []byte // cached as JSON
+	// top and streams are the last count of subscribers per stream, at topAt.
+	top        []StreamConnections
+	topStreams int
+	topAt      time.Time
 }
 
 func newStatusTracker(s *ServerImpl, now time.Time) *statusTracker {
@@ -375,8 +383,16 @@ func (t *statusTracker) compute(now time.Time) *Status {
 	}
 	st.Counters.LostNotices = float64(s.hub.lostNotices.Load()) + st.Counters.ResumesLost
 
-	hs := s.hub.statusCounts(statusTopStreams)
-	st.Connections = ConnectionStatus{Total: hs.subscribers, Streams: hs.streams, Top: hs.top}
+	t.mu.Lock()
+	countStreams := t.topAt.IsZero() || now.Sub(t.topAt) >= statusTopEvery || now.Before(t.topAt)
+	t.mu.Unlock()
+	hs := s.hub.statusCounts(statusTopStreams, countStreams)
+	t.mu.Lock()
+	if countStreams {
+		t.top, t.topStreams, t.topAt = hs.top, hs.streams, now
+	}
+	st.Connections = ConnectionStatus{Total: hs.subscribers, Streams: t.topStreams, Top: t.top}
+	t.mu.Unlock()
 	st.History = HistoryStatus{Events: hs.histEvents, Bytes: hs.histBytes, Streams: hs.histStreams}
 	if !hs.oldest.IsZero() {
 		st.History.OldestAgeSeconds = max(now.Sub(hs.oldest).Seconds(), 0)
@@ -486,15 +502,20 @@ type hubCounts struct {
 	oldest               time.Time
 }
 
-// statusCounts copies the hub's numbers. It walks the stream registry
-// (a map read, no allocation but the top list) under the hub's lock.
-func (h *hub) statusCounts(topN int) hubCounts {
-	top := make([]StreamConnections, 0, topN+1)
+// statusCounts copies the hub's numbers; with perStream, it also counts
+// the subscribers of each stream, walking the stream registry (a map read,
+// no allocation but the top list) under the hub's lock.
+func (h *hub) statusCounts(topN int, perStream bool) hubCounts {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	c := hubCounts{subscribers: len(h.subs), histEvents: h.hist.len(), histBytes: h.hist.bytes, histStreams: h.hist.streams}
 	if h.hist.all.r.len() > 0 {
 		c.oldest = h.hist.all.r.at(0).at
 	}
+	if !perStream {
+		return c
+	}
+	c.top = make([]StreamConnections, 0, topN+1)
 	for name, ss := range h.streams {
 		n := len(ss.subs)
 		for _, set := range ss.sets {
@@ -504,22 +525,20 @@ func (h *hub) statusCounts(topN int) hubCounts {
 			continue
 		}
 		c.streams++
-		if len(top) == topN && !moreSubscribers(n, name, top[topN-1]) {
+		if len(c.top) == topN && !moreSubscribers(n, name, c.top[topN-1]) {
 			continue
 		}
-		i, _ := slices.BinarySearchFunc(top, StreamConnections{Stream: name, Subscribers: n}, func(a, b StreamConnections) int {
+		i, _ := slices.BinarySearchFunc(c.top, StreamConnections{Stream: name, Subscribers: n}, func(a, b StreamConnections) int {
 			if moreSubscribers(a.Subscribers, a.Stream, b) {
 				return -1
 			}
 			return 1
 		})
-		top = slices.Insert(top, i, StreamConnections{Stream: name, Subscribers: n})
-		if len(top) > topN {
-			top = top[:topN]
+		c.top = slices.Insert(c.top, i, StreamConnections{Stream: name, Subscribers: n})
+		if len(c.top) > topN {
+			c.top = c.top[:topN]
 		}
 	}
-	h.mu.Unlock()
-	c.top = top
 	return c
 }
 

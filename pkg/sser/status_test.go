@@ -338,9 +338,51 @@ func TestStatusTopStreams(t *testing.T) {
 		}
 		h.streams[ss.name] = ss
 	}
-	c := h.statusCounts(3)
+	c := h.statusCounts(3, true)
 	want := []StreamConnections{{"s1", 5}, {"s3", 5}, {"s2", 3}}
 	if c.streams != 5 || !slices.Equal(c.top, want) {
 		t.Errorf("streams %d, top %v; want 5, %v", c.streams, c.top, want)
+	}
+}
+
+// Subscribers per stream take a walk over every stream under the hub's
+// lock: they are counted again at most every statusTopEvery, while the
+// total is always current.
+func TestStatusTopCountedAtMostEvery5s(t *testing.T) {
+	pf, _ := peerfinder.NewPeerFinderStatic([]string{"127.0.0.1"})
+	s, err := NewWithOptions(Options{PeerFinder: pf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subscribe := func(stream string, n int) {
+		ss := s.hub.streams[stream]
+		if ss == nil {
+			ss = newStreamState(stream)
+			s.hub.streams[stream] = ss
+		}
+		for range n {
+			sub := newSubscriber([]string{stream}, 1)
+			ss.subs[sub] = struct{}{}
+			s.hub.subs[sub] = struct{}{}
+		}
+	}
+	t0 := s.status.started
+	subscribe("a", 2)
+	steps := []struct {
+		at    time.Duration
+		add   int // subscribers of b added before
+		total int
+		top   []StreamConnections
+	}{
+		{0, 0, 2, []StreamConnections{{"a", 2}}},
+		{time.Second, 3, 5, []StreamConnections{{"a", 2}}},
+		{statusTopEvery, 0, 5, []StreamConnections{{"b", 3}, {"a", 2}}},
+	}
+	for _, st := range steps {
+		subscribe("b", st.add)
+		c := s.status.compute(t0.Add(st.at)).Connections
+		if c.Total != st.total || !slices.Equal(c.Top, st.top) {
+			t.Errorf("at %s: total %d, top %v; want %d, %v", st.at, c.Total, c.Top, st.total, st.top)
+		}
 	}
 }
