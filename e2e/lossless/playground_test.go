@@ -81,24 +81,6 @@ func TestBrowserPlayground(t *testing.T) {
 		seq    uint64
 		want   shownEvent
 	}
-	var pubs []published
-	for _, p := range []struct {
-		on int
-		ev sser.Event
-		sh shownEvent
-	}{
-		{1, sser.Event{Stream: "pg", Msg: "untyped"}, shownEvent{Type: "message", Lines: []string{"untyped"}}},
-		{0, sser.Event{Stream: "pg2", Event: "price", Msg: `{"sym":"ACME","px":12.5}`}, shownEvent{Type: "price", Lines: []string{`{"sym":"ACME","px":12.5}`}}},
-		{1, sser.Event{Stream: "pg", Msg: "line one\n\n  line three"}, shownEvent{Type: "message", Lines: []string{"line one", "", "  line three"}}},
-	} {
-		origin, seq := publishEvent(t, c, p.on, p.ev)
-		p.sh.Kind, p.sh.Source = "event", origin
-		pubs = append(pubs, published{origin, seq, p.sh})
-	}
-	if pubs[0].origin == pubs[1].origin {
-		t.Fatalf("both replicas publish as %s", pubs[0].origin)
-	}
-
 	// check waits for the page to show want events, then checks each
 	// against what was published: the id must claim the event.
 	check := func(want []published) []shownEvent {
@@ -124,7 +106,26 @@ func TestBrowserPlayground(t *testing.T) {
 		}
 		return evs
 	}
-	check(pubs)
+	var pubs []published
+	for _, p := range []struct {
+		on int
+		ev sser.Event
+		sh shownEvent
+	}{
+		{1, sser.Event{Stream: "pg", Msg: "untyped"}, shownEvent{Type: "message", Lines: []string{"untyped"}}},
+		{0, sser.Event{Stream: "pg2", Event: "price", Msg: `{"sym":"ACME","px":12.5}`}, shownEvent{Type: "price", Lines: []string{`{"sym":"ACME","px":12.5}`}}},
+		{1, sser.Event{Stream: "pg", Msg: "line one\n\n  line three"}, shownEvent{Type: "message", Lines: []string{"line one", "", "  line three"}}},
+	} {
+		origin, seq := publishEvent(t, c, p.on, p.ev)
+		p.sh.Kind, p.sh.Source = "event", origin
+		pubs = append(pubs, published{origin, seq, p.sh})
+		// Events of different replicas have no order between them: each
+		// is seen before the next is published.
+		check(pubs)
+	}
+	if pubs[0].origin == pubs[1].origin {
+		t.Fatalf("both replicas publish as %s", pubs[0].origin)
+	}
 
 	// The form: without the token, and with a wrong one, refused and
 	// nothing published; with it, published by replica 0.
