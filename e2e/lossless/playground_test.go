@@ -44,21 +44,21 @@ func publishEvent(t *testing.T, c *cluster, i int, ev sser.Event) (string, uint6
 
 // shownEvent is an event as the playground shows it.
 type shownEvent struct {
-	Kind, Type, ID, Source string
-	Lines                  []string
+	Kind, Type, ID, Source, Stream string
+	Lines                          []string
 }
 
 func shownEvents(t *testing.T, tab context.Context) []shownEvent {
 	t.Helper()
 	var evs []shownEvent
 	domJSON(t, tab, `[...document.querySelectorAll('#log .ev[data-kind="event"], #log .ev[data-kind="notice"]')].map((e) => ({
-		Kind: e.dataset.kind, Type: e.dataset.type, ID: e.dataset.id, Source: e.dataset.source,
+		Kind: e.dataset.kind, Type: e.dataset.type, ID: e.dataset.id, Source: e.dataset.source, Stream: e.dataset.stream,
 		Lines: [...e.querySelectorAll('.data .line')].map((l) => l.textContent)}))`, &evs)
 	return evs
 }
 
 // The demo page shows every event of two streams whatever its type, with
-// its id, its lines and the replica that published it, and sser-lost
+// its stream, id, lines and the replica that published it, and sser-lost
 // notices; its publish form publishes through the frontend with the
 // publish token.
 func TestBrowserPlayground(t *testing.T) {
@@ -94,7 +94,8 @@ func TestBrowserPlayground(t *testing.T) {
 		}
 		for i, w := range want {
 			got := evs[i]
-			if got.Kind != w.want.Kind || got.Type != w.want.Type || got.Source != w.want.Source || !slices.Equal(got.Lines, w.want.Lines) {
+			if got.Kind != w.want.Kind || got.Type != w.want.Type || got.Source != w.want.Source || got.Stream != w.want.Stream ||
+				!slices.Equal(got.Lines, w.want.Lines) {
 				t.Errorf("event %d shown as %+v, want %+v", i, got, w.want)
 			}
 			if w.origin == "" {
@@ -112,9 +113,9 @@ func TestBrowserPlayground(t *testing.T) {
 		ev sser.Event
 		sh shownEvent
 	}{
-		{1, sser.Event{Stream: "pg", Msg: "untyped"}, shownEvent{Type: "message", Lines: []string{"untyped"}}},
-		{0, sser.Event{Stream: "pg2", Event: "price", Msg: `{"sym":"ACME","px":12.5}`}, shownEvent{Type: "price", Lines: []string{`{"sym":"ACME","px":12.5}`}}},
-		{1, sser.Event{Stream: "pg", Msg: "line one\n\n  line three"}, shownEvent{Type: "message", Lines: []string{"line one", "", "  line three"}}},
+		{1, sser.Event{Stream: "pg", Msg: "untyped"}, shownEvent{Type: "message", Stream: "pg", Lines: []string{"untyped"}}},
+		{0, sser.Event{Stream: "pg2", Event: "price", Msg: `{"sym":"ACME","px":12.5}`}, shownEvent{Type: "price", Stream: "pg2", Lines: []string{`{"sym":"ACME","px":12.5}`}}},
+		{1, sser.Event{Stream: "pg", Msg: "line one\n\n  line three"}, shownEvent{Type: "message", Stream: "pg", Lines: []string{"line one", "", "  line three"}}},
 	} {
 		origin, seq := publishEvent(t, c, p.on, p.ev)
 		p.sh.Kind, p.sh.Source = "event", origin
@@ -160,7 +161,7 @@ func TestBrowserPlayground(t *testing.T) {
 	if _, err := fmt.Sscanf(got, "200 published: seq %d of", &seq); err != nil {
 		t.Fatalf("publish form answer %q: %v", got, err)
 	}
-	pubs = append(pubs, published{pubs[1].origin, seq, shownEvent{Kind: "event", Type: "from-form", Source: pubs[1].origin, Lines: []string{"typed", "in the form"}}})
+	pubs = append(pubs, published{pubs[1].origin, seq, shownEvent{Kind: "event", Type: "from-form", Source: pubs[1].origin, Stream: "pg", Lines: []string{"typed", "in the form"}}})
 	check(pubs)
 
 	// Events of a third origin from a peer, with a gap nobody can fill:
@@ -172,9 +173,9 @@ func TestBrowserPlayground(t *testing.T) {
 	sendRaw(t, c, 0, fake, ev(1))
 	sendRaw(t, c, 0, fake, ev(4))
 	pubs = append(pubs,
-		published{"zfake", 1, shownEvent{Kind: "event", Type: "message", Source: "zfake", Lines: []string{"fake 1"}}},
+		published{"zfake", 1, shownEvent{Kind: "event", Type: "message", Source: "zfake", Stream: "pg", Lines: []string{"fake 1"}}},
 		published{"", 0, shownEvent{Kind: "notice", Type: sser.LostEventType, Lines: []string{`{"reason":"gap","origin":"zfake","after":1,"upTo":3}`}}},
-		published{"zfake", 4, shownEvent{Kind: "event", Type: "message", Source: "zfake", Lines: []string{"fake 4"}}})
+		published{"zfake", 4, shownEvent{Kind: "event", Type: "message", Source: "zfake", Stream: "pg", Lines: []string{"fake 4"}}})
 	check(pubs)
 	screenshot(t, tab, "events")
 }
@@ -192,8 +193,8 @@ func TestBrowserPlaygroundParser(t *testing.T) {
 	browse(t, tab, "open the playground", chromedp.Navigate(c.frontendURL(0)+"/"))
 
 	type parsed struct {
-		Type, Data, ID, Source string
-		HasID                  bool
+		Type, Data, ID, Source, Stream string
+		HasID                          bool
 	}
 	var got struct {
 		Events []parsed
@@ -202,13 +203,13 @@ func TestBrowserPlaygroundParser(t *testing.T) {
 	}
 	domJSON(t, tab, `(() => {
 		const out = [], conn = {lastId: '', known: false, retry: 3000};
-		const push = sseParser(conn, (e) => out.push({Type: e.type, Data: e.data, ID: e.id, HasID: e.hasId, Source: e.source}));
+		const push = sseParser(conn, (e) => out.push({Type: e.type, Data: e.data, ID: e.id, HasID: e.hasId, Source: e.source, Stream: e.stream || ''}));
 		for (const chunk of ['retry: 1500\r\n', ': comment\r\n\r', '\nid: o1.1\n\n',
 			'event: price\rdata:no space\r', '\ndata: second\r\n', '\r\n',
 			'data\n\n',
 			'id: bad\0id\ndata: x\n\n',
 			'data: y\nid: o1.2-o2.1\n\n',
-			'data: z\nid: o1.3-o2.1\n\n',
+			'data: z\nstream: s/1\nid: o1.3-o2.1\n\n',
 			'id: o1.3\ndata: q\n\n',
 			'id: o1.3.0.3-o3.5\ndata: w\n\nretry: x\n']) push(chunk);
 		return {Events: out, Retry: conn.retry, LastID: conn.lastId};
@@ -217,10 +218,10 @@ func TestBrowserPlaygroundParser(t *testing.T) {
 		{Type: "price", Data: "no space\nsecond", ID: "o1.1"},
 		{Type: "message", Data: "", ID: "o1.1"},
 		{Type: "message", Data: "x", ID: "o1.1"},
-		{Type: "message", Data: "y", ID: "o1.2-o2.1", HasID: true},                   // two entries moved: no guess
-		{Type: "message", Data: "z", ID: "o1.3-o2.1", HasID: true, Source: "o1"},     // one advanced
-		{Type: "message", Data: "q", ID: "o1.3", HasID: true},                        // one dropped, none advanced
-		{Type: "message", Data: "w", ID: "o1.3.0.3-o3.5", HasID: true, Source: "o3"}, // o1 now claims nothing
+		{Type: "message", Data: "y", ID: "o1.2-o2.1", HasID: true},                              // two entries moved: no guess
+		{Type: "message", Data: "z", ID: "o1.3-o2.1", HasID: true, Source: "o1", Stream: "s/1"}, // one advanced
+		{Type: "message", Data: "q", ID: "o1.3", HasID: true},                                   // one dropped, none advanced
+		{Type: "message", Data: "w", ID: "o1.3.0.3-o3.5", HasID: true, Source: "o3"},            // o1 now claims nothing
 	}
 	if !slices.Equal(got.Events, want) || got.Retry != 1500 || got.LastID != "o1.3.0.3-o3.5" {
 		t.Errorf("parsed %+v, retry %d, last id %q\nwant %+v, retry 1500", got.Events, got.Retry, got.LastID, want)
