@@ -9,10 +9,14 @@
 // Service are. Subscribers reach them through a small in-test load balancer
 // that, like a Service, sends each new connection to a replica whose /readyz
 // answers 200, so a client that loses its replica reconnects elsewhere.
-// Subscribers are the project's Go client (pkg/client) and, in one test,
-// headless Chromium's EventSource.
+// Subscribers are the project's Go client (pkg/client) and headless
+// Chromium: its EventSource, and the playground (the demo page) and the
+// status page, driven over the DevTools protocol (chromedp), which read the
+// page's DOM and take screenshots (saved in the test's temporary directory,
+// and in $SSER_ARTIFACTS when set).
 //
-// The browser test needs Chromium (hack/install-chromium.sh installs
-// Debian's package); without it that test skips, or fails when
-// SSER_REQUIRE_REAL=1. Every other test needs only the Go toolchain.
+// The browser tests need Chromium (hack/install-chromium.sh installs
+// Debian's package; SSER_CHROMIUM names another); without it they skip, or
+// fail when SSER_REQUIRE_REAL=1. Every other test needs only the Go
+// toolchain.
 package lossless

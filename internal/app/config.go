@@ -25,6 +25,7 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 	so := sser.Options{
 		InternalAddr:      o.InternalAddr,
 		PodIP:             o.PodIP,
+		PodName:           o.PodName,
 		Logger:            log,
 		Heartbeat:         o.Heartbeat,
 		Retry:             o.Retry,

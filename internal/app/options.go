@@ -294,7 +294,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.str(&o.PeerFinder, "peer-finder", "SSER_PEER_FINDER", "how peers are found: auto (kubernetes in a pod or with --kubeconfig, else local), kubernetes, local or static")
 	e.list(&o.Peers, "peers", "SSER_PEERS", "peer IPs for --peer-finder=static, this replica's included")
 	e.str(&o.PodIP, "pod-ip", "POD_IP", "this replica's own IP in the peer set (delivered to in process); default the host of --internal-addr, or 127.0.0.1 with the local finder")
-	e.str(&o.PodName, "pod-name", "POD_NAME", "this replica's pod name, for logs")
+	e.str(&o.PodName, "pod-name", "POD_NAME", "this replica's pod name, for logs and the status page")
 	e.str(&o.Namespace, "namespace", "POD_NAMESPACE", "namespace whose pods are peers; default the in-cluster namespace or the kubeconfig's")
 	e.str(&o.Selector, "selector", "SSER_SELECTOR", "label selector of the peer pods")
 	e.str(&o.Kubeconfig, "kubeconfig", "KUBECONFIG", "kubeconfig file, for running outside a cluster")
@@ -352,7 +352,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.dur(&o.ShutdownTimeout, "shutdown-timeout", "SSER_SHUTDOWN_TIMEOUT", "after the drain, how long the listeners get to close")
 	e.str(&o.LogLevel, "log-level", "SSER_LOG_LEVEL", "debug, info, warn or error")
 	e.str(&o.LogFormat, "log-format", "SSER_LOG_FORMAT", "json, text, or auto (text on a terminal, else json)")
-	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo page at / on the frontend")
+	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo playground at / on the frontend. It also exposes PUBLISHING on the frontend (POST /demo/publish, with the publish token when one is set): for trying sser out, not for a public port")
 	// Subscriber authentication (secrets from files or variables).
 	o.Auth.flags(e)
 	return e.errs

@@ -19,6 +19,14 @@ type PeerFinder interface {
 	Start(ctx context.Context) ([]string, <-chan []string, error)
 }
 
+// Namer is implemented by a PeerFinder that knows the pod behind each
+// address (the Kubernetes finder), so that a status page can name peers.
+type Namer interface {
+	// PodNames maps the IPs of the current peers to their pod names, as far
+	// as known now: empty before Start. Safe for concurrent use.
+	PodNames() map[string]string
+}
+
 var (
 	// ErrForbidden means the API server refused to list or watch pods: the
 	// identity lacks RBAC permission (get, list, watch on pods in the

@@ -73,6 +73,30 @@ type kubeFinder struct {
 	startTimeout time.Duration
 	log          logr.Logger
 	logSet       bool
+
+	// pods lists the cached pods once Start has loaded them.
+	mu   sync.Mutex
+	pods func() []*corev1.Pod
+}
+
+var _ Namer = (*kubeFinder)(nil)
+
+// PodNames maps the IPs of the pods that are peers to their names, from
+// the informer's cache.
+func (f *kubeFinder) PodNames() map[string]string {
+	f.mu.Lock()
+	list := f.pods
+	f.mu.Unlock()
+	names := map[string]string{}
+	if list == nil {
+		return names
+	}
+	for _, p := range list() {
+		if isPeer(p) {
+			names[p.Status.PodIP] = p.Name
+		}
+	}
+	return names
 }
 
 // Start checks that pods can be listed and watched, loads them, and then
@@ -142,16 +166,25 @@ func (f *kubeFinder) Start(ctx context.Context) ([]string, <-chan []string, erro
 		return nil, nil, fmt.Errorf("%w within %s in namespace %q", ErrNotSynced, f.startTimeout, f.namespace)
 	}
 
-	current := func() []string {
+	cached := func() ([]*corev1.Pod, error) {
 		// The API server already filters by the selector; filtering the
 		// cache again costs little and keeps the set right if it did not.
-		pods, err := lister.Pods(f.namespace).List(selector)
+		return lister.Pods(f.namespace).List(selector)
+	}
+	current := func() []string {
+		pods, err := cached()
 		if err != nil { // the cache lister does not fail; keep the last set if it ever does
 			log.Error(err, "Listing cached pods failed")
 			return nil
 		}
 		return peerIPs(pods)
 	}
+	f.mu.Lock()
+	f.pods = func() []*corev1.Pod {
+		pods, _ := cached()
+		return pods
+	}
+	f.mu.Unlock()
 	initial := current()
 	log.Info("Peer set loaded", "peers", initial)
 

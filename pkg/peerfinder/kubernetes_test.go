@@ -222,3 +222,31 @@ func TestKubernetesFakeClosesOnCancel(t *testing.T) {
 		}
 	}
 }
+
+// The Kubernetes finder names the pod behind each peer address, from its
+// cache: running pods with an IP only, and a change shows at once.
+func TestKubernetesFakePodNames(t *testing.T) {
+	cs := fake.NewClientset()
+	a := podAPI{t: t, cs: cs}
+	lbls := map[string]string{peerLabel: peerValue}
+	a.create("sser", "sser-a", lbls)
+	a.status("sser", "sser-a", corev1.PodRunning, "10.0.0.1")
+	a.create("sser", "sser-b", lbls)
+	a.status("sser", "sser-b", corev1.PodPending, "10.0.0.2")
+	f := NewPeerFinder(cs, "sser", peerSelector)
+	if got := f.(Namer).PodNames(); len(got) != 0 {
+		t.Errorf("PodNames before Start = %v, want none", got)
+	}
+	_, updates, err := f.Start(t.Context())
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if got := f.(Namer).PodNames(); len(got) != 1 || got["10.0.0.1"] != "sser-a" {
+		t.Errorf("PodNames = %v, want 10.0.0.1: sser-a", got)
+	}
+	a.status("sser", "sser-b", corev1.PodRunning, "10.0.0.2")
+	expectNext(t, updates, []string{"10.0.0.1", "10.0.0.2"})
+	if got := f.(Namer).PodNames(); len(got) != 2 || got["10.0.0.2"] != "sser-b" {
+		t.Errorf("PodNames after sser-b runs = %v, want both", got)
+	}
+}

@@ -214,8 +214,18 @@ type peerSender struct {
 	acks     prometheus.Observer
 	errs     prometheus.Counter
 	up       prometheus.Gauge
-	// down is set while the peer counts as down (see peerDownAfter).
-	down atomic.Bool
+	// down is set while the peer counts as down (see peerDownAfter);
+	// downSince is when it last turned down (unix nanoseconds), and
+	// lastErr the last failed delivery, for the status page.
+	down      atomic.Bool
+	downSince atomic.Int64
+	lastErr   atomic.Pointer[peerFailure]
+}
+
+// peerFailure is a sender's last failed delivery.
+type peerFailure struct {
+	msg string
+	at  time.Time
 }
 
 // peerDownAfter is how many failed deliveries in a row make a peer count
@@ -286,6 +296,13 @@ func (s *peerSender) stream(ctx context.Context, st *sendState) error {
 		return err
 	}
 	defer ps.close()
+	if s.down.Load() && s.b.out.lag(s.ip) == 0 {
+		// The peer took the stream and nothing waits for it: no delivery
+		// can fail, so it is up. (With events waiting, their
+		// acknowledgement says so.) Otherwise a replica that publishes
+		// nothing would hold a peer that was slow to start down forever.
+		s.reachable(st)
+	}
 	var (
 		flight   []inflight
 		inFlight int // events in flight
@@ -445,6 +462,13 @@ func (s *peerSender) acked(st *sendState, b inflight) {
 	s.b.out.ack(s.ip, b.last)
 	s.acks.Observe(time.Since(b.sent).Seconds())
 	s.sentN.Add(float64(b.n))
+	s.reachable(st)
+	st.batch = min(2*st.batch, opts.PeerBatch)
+	st.timeout = max(st.timeout*3/4, opts.PeerTimeout)
+}
+
+// reachable records a delivery attempt that succeeded: the peer is up.
+func (s *peerSender) reachable(st *sendState) {
 	if s.down.Swap(false) {
 		s.up.Set(1)
 		warn(s.log, "peer up again: deliveries to it succeed", "failedAttempts", st.failures, "unacknowledged", s.b.out.lag(s.ip))
@@ -452,9 +476,7 @@ func (s *peerSender) acked(st *sendState, b inflight) {
 		s.log.Info("peer reachable again", "failedAttempts", st.failures)
 	}
 	st.failures = 0
-	st.backoff = opts.PeerBackoffMin
-	st.batch = min(2*st.batch, opts.PeerBatch)
-	st.timeout = max(st.timeout*3/4, opts.PeerTimeout)
+	st.backoff = s.b.opts.PeerBackoffMin
 }
 
 // failed counts a failed delivery, adapts to it and waits before the next
@@ -463,6 +485,8 @@ func (s *peerSender) failed(ctx context.Context, st *sendState, err error) bool 
 	opts := s.b.opts
 	st.failures++
 	s.errs.Inc()
+	now := time.Now()
+	s.lastErr.Store(&peerFailure{msg: err.Error(), at: now})
 	var te timeoutError
 	if errors.As(err, &te) {
 		// A slow peer: ask less of it, and give it longer.
@@ -476,6 +500,7 @@ func (s *peerSender) failed(ctx context.Context, st *sendState, err error) bool 
 		st.backoff = opts.PeerBackoffMax
 	}
 	if st.failures == peerDownAfter && !s.down.Swap(true) {
+		s.downSince.Store(now.UnixNano())
 		s.up.Set(0)
 		warn(s.log, "peer down: deliveries to it fail; its events wait in the outbox", "attempts", st.failures,
 			"unacknowledged", s.b.out.lag(s.ip), "error", err.Error())

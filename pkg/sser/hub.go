@@ -71,6 +71,9 @@ type hub struct {
 	// and credential expiry of hijacked connections.
 	clock *clock
 	beat  beatTiming
+	// lostNotices counts the ranges given up and told to every
+	// subscriber (for the status page).
+	lostNotices atomic.Uint64
 }
 
 // hubOptions are the hub's limits.
@@ -543,6 +546,7 @@ type lostNotice struct {
 // tellLostLocked queues an sser-lost notice to every subscriber: which
 // streams the lost events were on is not known here.
 func (h *hub) tellLostLocked(n lostNotice) {
+	h.lostNotices.Add(1)
 	frame := lostFrame(n)
 	var overflow []*subscriber
 	for sub := range h.subs {

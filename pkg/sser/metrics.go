@@ -70,7 +70,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.idempotentHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_publish_idempotent_replays_total", Help: "Publishes answered from the idempotency window instead of being published again."})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_auth_failures_total", Help: "Requests refused for wrong credentials, by endpoint."}, []string{"endpoint"})
 	m.replayTruncated = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_replay_truncated_total", Help: "Resumes that missed more than one replay may send: the oldest part was sent and the client resumes again for the rest."})
-	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_refused_total", Help: "Requests refused by a limit, by limit (connections, connections_per_ip, connection_rate, streams_per_connection, publish_rate, credential_failures, memory, peer_streams_per_ip; frontend_connections from the binary's listener)."}, []string{"limit"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_refused_total", Help: "Requests refused by a limit, by limit (connections, connections_per_ip, connection_rate, streams_per_connection, publish_rate, credential_failures, memory, peer_streams_per_ip, status_streams; frontend_connections from the binary's listener)."}, []string{"limit"})
 	m.framesQueued = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_frames_queued_total", Help: "Event frames queued to subscribers (one per event per subscriber)."})
 	m.bytesWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_bytes_written_total", Help: "Bytes written to SSE subscribers."})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_replayed_total", Help: "Events replayed from history to resuming subscribers."})
@@ -87,7 +87,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	version, revision := buildVersion()
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sser_build_info", Help: "Always 1; the labels say which build runs.",
 		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()}}, func() float64 { return 1 }))
-	m.peerUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sser_peer_up", Help: "1 while deliveries to a peer succeed, 0 from its second failed attempt in a row until one succeeds again."}, []string{"peer"})
+	m.peerUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sser_peer_up", Help: "1 while deliveries to a peer succeed, 0 from its second failed attempt in a row until one succeeds again (or, with nothing waiting for it, until it takes a delivery stream)."}, []string{"peer"})
 	m.peerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_requests_total", Help: "HTTP requests opened to a peer for deliveries: each delivery stream opened, and each one-shot POST to a peer that does not stream."}, []string{"peer"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
 		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.retainedStreams, m.repairs, m.warmups,

@@ -27,6 +27,8 @@ type Options struct {
 	// PodIP is this replica's own IP in the peer set: it is delivered to in
 	// process, never over HTTP.
 	PodIP string
+	// PodName is this replica's pod name, shown on the status page.
+	PodName string
 	// Logger receives the server's logs; default discards them.
 	Logger logr.Logger
 

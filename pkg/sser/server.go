@@ -65,6 +65,7 @@ type ServerImpl struct {
 	pubRate     *keyedBuckets
 	memory      memoryGuard
 	writers     *connWriters
+	status      *statusTracker
 
 	// Background work (warm-up) that must end before Done.
 	bgMu      sync.Mutex
@@ -149,6 +150,7 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	if opts.MemoryWatermark > 0 {
 		s.memory.watermark = uint64(opts.MemoryWatermark)
 	}
+	s.status = newStatusTracker(s, time.Now())
 	s.handler = s.internalRouter()
 	return s, nil
 }
@@ -256,6 +258,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		})
 	})
 	goPart(func() { every(ctx, min(time.Second, s.opts.LivenessStall/4), s.hub.alive) })
+	goPart(func() { s.status.run(ctx) })
 	if s.memory.watermark > 0 {
 		goPart(func() { every(ctx, 100*time.Millisecond, s.memory.check) })
 	}
