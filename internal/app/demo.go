@@ -86,10 +86,19 @@ func (d *demo) page() http.Handler {
 
 // publish hands a POST to the server's own publish handler, so a publish
 // from the page is checked and answered exactly as one on the internal
-// port (the publish token, when one is set, included).
+// port (the publish token, when one is set, included). With no publish
+// token, only a client on this machine may publish through the frontend
+// (a browser on the same host, or kubectl port-forward, which connects
+// from the pod's loopback): the frontend is the public port.
 func (d *demo) publish() http.Handler {
 	internal := d.srv.InternalHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !d.tokenRequired && !fromLoopback(r) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"error":"publishing through the demo page is open to clients on this machine only while no publish token is set (--publish-token-file); publish on the internal port"}` + "\n"))
+			return
+		}
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d.readTimeout))
 		in := r.Clone(r.Context())
 		in.URL.Path, in.URL.RawPath, in.RequestURI = sser.PublishURLPath, "", sser.PublishURLPath
@@ -139,4 +148,15 @@ func inlineCSP(page []byte) string {
 	}
 	return "default-src 'none'; script-src " + hash("<script>", "</script>") + "; style-src " + hash("<style>", "</style>") +
 		"; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}
+
+// fromLoopback reports whether the request's connection comes from a
+// loopback address (never a forwarded-for header: anyone can write one).
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sser-dev/sser/internal/ssetest"
 	"github.com/sser-dev/sser/internal/testproc"
+	"github.com/sser-dev/sser/pkg/peerfinder"
 	"github.com/sser-dev/sser/pkg/sser"
 )
 
@@ -211,6 +212,44 @@ func TestStatusOnlyOnTheInternalPort(t *testing.T) {
 	for _, p := range []string{sser.StatusPagePath, sser.StatusURLPath, sser.StatusEventsURLPath} {
 		if resp, _ := doRequest(t, http.MethodGet, "http://"+front+p, "", "", ""); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("frontend %s: %s, want 404", p, resp.Status)
+		}
+	}
+}
+
+// With no publish token, the playground's publish answers only clients on
+// this machine: the frontend is the public port. Forwarded-for headers
+// change nothing.
+func TestDemoPublishWithoutTokenOnlyFromThisMachine(t *testing.T) {
+	pf, err := peerfinder.NewPeerFinderStatic([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sser.NewWithOptions(sser.Options{PeerFinder: pf, InternalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newDemo(srv, NewOptions()).publish()
+	for _, tc := range []struct {
+		remote, forwarded string
+		refused           bool
+	}{
+		{"203.0.113.9:4000", "", true},
+		{"10.1.2.3:4000", "127.0.0.1", true},
+		{"[2001:db8::1]:4000", "", true},
+		{"127.0.0.1:4000", "", false},
+		{"[::1]:4000", "", false},
+	} {
+		req := httptest.NewRequest(http.MethodPost, DemoPublishPath, strings.NewReader(`{"stream":"demo","msg":"x"}`))
+		req.RemoteAddr = tc.remote
+		req.Header.Set("Content-Type", "application/json")
+		if tc.forwarded != "" {
+			req.Header.Set("X-Forwarded-For", tc.forwarded)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		refused := rec.Code == http.StatusForbidden && strings.Contains(rec.Body.String(), "publish token")
+		if refused != tc.refused {
+			t.Errorf("from %s (forwarded %q): %d %s; refused %v, want %v", tc.remote, tc.forwarded, rec.Code, rec.Body.String(), refused, tc.refused)
 		}
 	}
 }

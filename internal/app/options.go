@@ -352,7 +352,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.dur(&o.ShutdownTimeout, "shutdown-timeout", "SSER_SHUTDOWN_TIMEOUT", "after the drain, how long the listeners get to close")
 	e.str(&o.LogLevel, "log-level", "SSER_LOG_LEVEL", "debug, info, warn or error")
 	e.str(&o.LogFormat, "log-format", "SSER_LOG_FORMAT", "json, text, or auto (text on a terminal, else json)")
-	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo playground at / on the frontend. It also exposes PUBLISHING on the frontend (POST /demo/publish, with the publish token when one is set): for trying sser out, not for a public port")
+	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo playground at / on the frontend. It also exposes PUBLISHING on the frontend (POST /demo/publish, with the publish token when one is set, else from loopback clients only): for trying sser out, not for a public port")
 	// Subscriber authentication (secrets from files or variables).
 	o.Auth.flags(e)
 	return e.errs
