@@ -76,6 +76,11 @@ type Event struct {
 	Origin string `json:"origin,omitempty"`
 	// Seq is the origin's counter, one sequence across all streams.
 	Seq uint64 `json:"seq,omitempty"`
+	// At is when the origin accepted the event, in Unix microseconds, for
+	// the delivery latency metric only; set by the publishing replica.
+	// Replicas that do not send it, and those that do not read it, still
+	// interoperate: it is optional on the wire and ignored where unknown.
+	At int64 `json:"at,omitempty"`
 }
 
 // ValidateStreamName reports whether name can be used as a stream name.
@@ -246,10 +251,11 @@ type jsonMsgEvent struct {
 	Event  string          `json:"event,omitempty"`
 	Origin string          `json:"origin,omitempty"`
 	Seq    uint64          `json:"seq,omitempty"`
+	At     int64           `json:"at,omitempty"`
 }
 
 func (j *jsonMsgEvent) event() Event {
-	ev := Event{Stream: j.Stream, Event: j.Event, Origin: j.Origin, Seq: j.Seq}
+	ev := Event{Stream: j.Stream, Event: j.Event, Origin: j.Origin, Seq: j.Seq, At: j.At}
 	switch {
 	case len(j.Msg) == 0 || string(j.Msg) == "null":
 	case j.Msg[0] == '"':
@@ -282,7 +288,7 @@ type eventKeysSeen struct {
 }
 
 // eventKeys are the JSON keys of an Event, spelled exactly.
-var eventKeys = []string{"stream", "msg", "event", "origin", "seq"}
+var eventKeys = []string{"stream", "msg", "event", "origin", "seq", "at"}
 
 // checkKeys refuses what encoding/json would quietly accept in an Event
 // object: a key given twice (the last would win) and a known key in another

@@ -360,7 +360,7 @@ func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
 		if wroteAt != 0 {
 			hc.lastWrite = wroteAt
 		}
-		q := sub.takeLocked()
+		q, born := sub.takeLocked()
 		beat := hc.beat
 		hc.beat = false
 		closed, reason, gone := sub.closed, sub.reason, hc.gone
@@ -408,6 +408,7 @@ func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
 			continue
 		}
 		wroteAt = monoNow()
+		s.m.observeDelivery(born)
 	}
 }
 

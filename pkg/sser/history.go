@@ -13,6 +13,9 @@ type histEntry struct {
 	pos   position // the replica's position right after this event
 	frame []byte   // the frame as sent live; replays reuse it
 	at    time.Time
+	// born is when its origin accepted the event (Unix microseconds), or
+	// when it was applied here if the origin did not say.
+	born int64
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
 	evicted bool

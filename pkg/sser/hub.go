@@ -214,7 +214,7 @@ func (h *hub) applyLocked(events []Event, source string, heldFrom uint64) []stri
 			// No origin: delivered live to this replica only, with no id
 			// and no history, since no other replica can know of it.
 			h.m.applied(source).Inc()
-			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev)}, false)
+			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev), born: bornAt(&ev, now)}, false)
 			continue
 		}
 		st, res := h.seq.offer(ev, now)
@@ -273,7 +273,7 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 		ss.seen = make(map[string]time.Time)
 	}
 	ss.seen[ev.Origin] = now
-	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, frame: encodeFrame(ss.pos.String(), &ev), at: now}
+	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, frame: encodeFrame(ss.pos.String(), &ev), at: now, born: bornAt(&ev, now)}
 	h.deliverLocked(e, keep)
 }
 
@@ -333,10 +333,18 @@ func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
 			return 0, true
 		}
 	}
-	if !sub.push(frame) {
+	if !sub.push(frame, e.born) {
 		return 0, false
 	}
 	return 1, true
+}
+
+// bornAt is when ev's origin accepted it, or now when it did not say.
+func bornAt(ev *Event, now time.Time) int64 {
+	if ev.At > 0 {
+		return ev.At
+	}
+	return now.UnixMicro()
 }
 
 func (h *hub) overflowLocked(sub *subscriber) {
@@ -387,7 +395,7 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 			// positions, encoded once per set of streams.
 			if me = byKey[sub.key]; me == nil {
 				pos := h.streamsPosLocked(sub.streams)
-				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, frame: appendFrame(nil, pos.String(), &e.ev), at: e.at}
+				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, frame: appendFrame(nil, pos.String(), &e.ev), at: e.at, born: e.born}
 				if byKey == nil {
 					byKey = make(map[string]*histEntry)
 				}
@@ -522,7 +530,7 @@ func (h *hub) tellLostLocked(n lostNotice) {
 	frame := lostFrame(n)
 	var overflow []*subscriber
 	for sub := range h.subs {
-		if !sub.push(frame) {
+		if !sub.push(frame, 0) {
 			overflow = append(overflow, sub)
 		}
 	}

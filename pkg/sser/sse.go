@@ -203,12 +203,13 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 	for {
 		select {
 		case <-sub.wake:
-			q := sub.take()
+			q, born := sub.takeBorn()
 			ok := cw.write(q)
 			sub.recycle(q)
 			if !ok {
 				return
 			}
+			s.m.observeDelivery(born)
 			wrote = true
 		case <-heartbeat.C:
 			if !wrote && !cw.write([][]byte{heartbeatFrame}) {

@@ -54,9 +54,12 @@ type subscriber struct {
 	// the same set share one encoding of each frame.
 	key string
 
-	mu     sync.Mutex
-	queue  [][]byte
-	spare  [][]byte
+	mu    sync.Mutex
+	queue [][]byte
+	spare [][]byte
+	// born is when the origin of the oldest live event queued accepted it
+	// (Unix microseconds; 0: none queued), for the delivery latency.
+	born   int64
 	closed bool
 	reason closeReason
 
@@ -120,9 +123,10 @@ func (s *subscriber) useChannels() {
 	s.signal(s.wake)
 }
 
-// push queues a frame. It reports false when the queue is full; the caller
-// then closes the subscriber.
-func (s *subscriber) push(frame []byte) bool {
+// push queues a frame of an event its origin accepted at born (Unix
+// microseconds; 0 for a frame of no such event). It reports false when the
+// queue is full; the caller then closes the subscriber.
+func (s *subscriber) push(frame []byte, born int64) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -133,6 +137,9 @@ func (s *subscriber) push(frame []byte) bool {
 		return false
 	}
 	s.queue = append(s.queue, frame)
+	if born != 0 && (s.born == 0 || born < s.born) {
+		s.born = born
+	}
 	run, wake := s.wakeLocked()
 	s.mu.Unlock()
 	s.wakeUp(run, wake)
@@ -180,17 +187,25 @@ func (s *subscriber) signal(wake chan struct{}) {
 // take returns everything queued. The writer hands the slice back with
 // recycle once written, so a busy subscriber allocates no new queue.
 func (s *subscriber) take() [][]byte {
-	s.mu.Lock()
-	q := s.takeLocked()
-	s.mu.Unlock()
+	q, _ := s.takeBorn()
 	return q
 }
 
-func (s *subscriber) takeLocked() [][]byte {
-	q := s.queue
+// takeBorn is take, with when the oldest live event queued was accepted
+// by its origin (see push).
+func (s *subscriber) takeBorn() ([][]byte, int64) {
+	s.mu.Lock()
+	q, born := s.takeLocked()
+	s.mu.Unlock()
+	return q, born
+}
+
+func (s *subscriber) takeLocked() ([][]byte, int64) {
+	q, born := s.queue, s.born
 	s.queue = s.spare
 	s.spare = nil
-	return q
+	s.born = 0
+	return q, born
 }
 
 func (s *subscriber) recycle(q [][]byte) {
