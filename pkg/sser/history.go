@@ -16,6 +16,9 @@ type histEntry struct {
 	// born is when its origin accepted the event (Unix microseconds), or
 	// when it was applied here if the origin did not say.
 	born int64
+	// gz is the frame deflated once for compressed connections, when the
+	// server compresses.
+	gz *gzShared
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
 	evicted bool
@@ -287,6 +290,11 @@ type streamState struct {
 	pos position
 	// seen is when each origin of pos last published to the stream.
 	seen map[string]time.Time
+	// last is the frame fanned out last, the dictionary of the next one's
+	// shared deflate (compression.go); kept only when the server compresses.
+	last []byte
+	// gzSubs counts the compressed subscribers in subs (under fanMu).
+	gzSubs int
 }
 
 func newStreamState(name string) *streamState {

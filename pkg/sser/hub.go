@@ -66,6 +66,9 @@ type hub struct {
 	// and credential expiry of hijacked connections.
 	clock *clock
 	beat  beatTiming
+	// gzip: some connections may be compressed; each frame fanned out to
+	// a stream's subscribers gets a shared deflate (compression.go).
+	gzip bool
 }
 
 // hubOptions are the hub's limits.
@@ -301,6 +304,12 @@ func (h *hub) unlockAndFanOut() {
 	var overflow []*subscriber
 	queued := 0
 	for _, it := range items {
+		if it.e.gz != nil && it.ss.gzSubs > 0 {
+			// Deflated here, once, before any writer wants it: lazily,
+			// the stream's compressed writers would queue on it one by
+			// one.
+			it.e.gz.bytes(it.e.frame)
+		}
 		for sub := range it.ss.subs {
 			if q, ok := h.pushTo(sub, it.e); !ok {
 				overflow = append(overflow, sub)
@@ -333,7 +342,7 @@ func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
 			return 0, true
 		}
 	}
-	if !sub.push(frame, e.born) {
+	if !sub.push(frame, e) {
 		return 0, false
 	}
 	return 1, true
@@ -382,6 +391,10 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	}
 	if keep {
 		h.hist.add(ss, e)
+	}
+	if h.gzip {
+		e.gz = &gzShared{prev: ss.last}
+		ss.last = e.frame
 	}
 	if len(ss.subs) > 0 {
 		h.fanout = append(h.fanout, fanItem{ss, e})
@@ -530,7 +543,7 @@ func (h *hub) tellLostLocked(n lostNotice) {
 	frame := lostFrame(n)
 	var overflow []*subscriber
 	for sub := range h.subs {
-		if !sub.push(frame, 0) {
+		if !sub.push(frame, nil) {
 			overflow = append(overflow, sub)
 		}
 	}
@@ -671,6 +684,9 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		// client's replay or before its position, never in both.
 		ss.fanMu.Lock()
 		ss.subs[sub] = struct{}{}
+		if sub.gz != nil {
+			ss.gzSubs++
+		}
 		ss.fanMu.Unlock()
 	}
 	h.subs[sub] = struct{}{}
@@ -769,6 +785,9 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 			} else {
 				ss.fanMu.Lock()
 				delete(ss.subs, sub)
+				if sub.gz != nil {
+					ss.gzSubs--
+				}
 				ss.fanMu.Unlock()
 			}
 			if ss.idle() {

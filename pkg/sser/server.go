@@ -130,6 +130,7 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	s.answerDelay.Store(int64(streamAnswerDelay))
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
 	s.hub.self = s.origin
+	s.hub.gzip = opts.Compression == CompressionGzip
 	s.hub.beat = newBeatTiming(opts.Heartbeat)
 	s.writers = newConnWriters(s)
 	s.hub.opts.maxSeqGap = opts.MaxSeqGap

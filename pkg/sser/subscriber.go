@@ -6,7 +6,7 @@ import (
 )
 
 // closeReason says why a subscriber's connection was ended by the server.
-type closeReason int
+type closeReason uint8
 
 const (
 	reasonNone closeReason = iota
@@ -59,7 +59,12 @@ type subscriber struct {
 	spare [][]byte
 	// born is when the origin of the oldest live event queued accepted it
 	// (Unix microseconds; 0: none queued), for the delivery latency.
-	born   int64
+	born int64
+	// gz is set on a compressed connection (before it is registered; the
+	// pointer is read only after): the history entry of each queued frame,
+	// so the writer can use the entry's shared deflate, and the gzip
+	// stream. A plain connection pays for the pointer only.
+	gz     *gzConn
 	closed bool
 	reason closeReason
 
@@ -123,10 +128,10 @@ func (s *subscriber) useChannels() {
 	s.signal(s.wake)
 }
 
-// push queues a frame of an event its origin accepted at born (Unix
-// microseconds; 0 for a frame of no such event). It reports false when the
-// queue is full; the caller then closes the subscriber.
-func (s *subscriber) push(frame []byte, born int64) bool {
+// push queues a frame of history entry e (nil for a frame of no event).
+// It reports false when the queue is full; the caller then closes the
+// subscriber.
+func (s *subscriber) push(frame []byte, e *histEntry) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -137,8 +142,13 @@ func (s *subscriber) push(frame []byte, born int64) bool {
 		return false
 	}
 	s.queue = append(s.queue, frame)
-	if born != 0 && (s.born == 0 || born < s.born) {
-		s.born = born
+	if e != nil {
+		if born := e.born; born != 0 && (s.born == 0 || born < s.born) {
+			s.born = born
+		}
+	}
+	if s.gz != nil {
+		s.gz.ents = append(s.gz.ents, e)
 	}
 	run, wake := s.wakeLocked()
 	s.mu.Unlock()
@@ -151,6 +161,11 @@ func (s *subscriber) push(frame []byte, born int64) bool {
 func (s *subscriber) pushUnbounded(frames ...[]byte) {
 	s.mu.Lock()
 	s.queue = append(s.queue, frames...)
+	if s.gz != nil {
+		for range frames {
+			s.gz.ents = append(s.gz.ents, nil)
+		}
+	}
 	run, wake := s.wakeLocked()
 	s.mu.Unlock()
 	s.wakeUp(run, wake)
@@ -187,37 +202,80 @@ func (s *subscriber) signal(wake chan struct{}) {
 // take returns everything queued. The writer hands the slice back with
 // recycle once written, so a busy subscriber allocates no new queue.
 func (s *subscriber) take() [][]byte {
-	q, _ := s.takeBorn()
-	return q
+	b := s.takeBatch()
+	return b.frames
 }
 
-// takeBorn is take, with when the oldest live event queued was accepted
-// by its origin (see push).
-func (s *subscriber) takeBorn() ([][]byte, int64) {
+// batch is what a writer takes from the queue at once.
+type batch struct {
+	frames [][]byte
+	// ents are the frames' history entries, on a compressed connection.
+	ents []*histEntry
+	// born is when the origin of its oldest live event accepted it (see push).
+	born int64
+}
+
+func (s *subscriber) takeBatch() batch {
 	s.mu.Lock()
-	q, born := s.takeLocked()
+	b := s.takeLocked()
 	s.mu.Unlock()
-	return q, born
+	return b
 }
 
-func (s *subscriber) takeLocked() ([][]byte, int64) {
-	q, born := s.queue, s.born
-	s.queue = s.spare
-	s.spare = nil
+func (s *subscriber) takeLocked() batch {
+	b := batch{frames: s.queue, born: s.born}
+	s.queue, s.spare = s.spare, nil
 	s.born = 0
-	return q, born
+	if q := s.gz; q != nil {
+		b.ents = q.ents
+		q.ents, q.spare = q.spare, nil
+	}
+	return b
 }
 
-func (s *subscriber) recycle(q [][]byte) {
-	clear(q)
+// recycle hands a written batch's slices back for the next one.
+func (s *subscriber) recycle(b batch) {
+	clear(b.frames)
+	clear(b.ents)
 	s.mu.Lock()
-	s.recycleLocked(q)
+	s.recycleLocked(b)
 	s.mu.Unlock()
 }
 
-func (s *subscriber) recycleLocked(q [][]byte) {
-	if s.spare == nil && cap(q) <= 4*s.maxQueue {
-		s.spare = q[:0]
+func (s *subscriber) recycleLocked(b batch) {
+	if s.spare == nil && b.frames != nil && cap(b.frames) <= 4*s.maxQueue {
+		s.spare = b.frames[:0]
+	}
+	if q := s.gz; q != nil && q.spare == nil && b.ents != nil && cap(b.ents) <= 4*s.maxQueue {
+		q.spare = b.ents[:0]
+	}
+}
+
+// gzConn is a compressed connection's state.
+type gzConn struct {
+	// ents runs beside the queue: the history entry of each frame (nil
+	// for a frame of no event); spare is the slice to reuse. Guarded by
+	// the subscriber's mu.
+	ents, spare []*histEntry
+	// z is the gzip stream, the writer's alone.
+	z gzStream
+}
+
+// compressed reports whether the connection is gzip.
+func (s *subscriber) compressed() bool { return s.gz != nil }
+
+// dropQueuesLocked lets go of the queue's slices (a connection idle for a
+// heartbeat, or ended); queue stays when frames wait in it.
+func (s *subscriber) dropQueuesLocked() {
+	s.spare = nil
+	if len(s.queue) == 0 {
+		s.queue = nil
+	}
+	if q := s.gz; q != nil {
+		q.spare = nil
+		if len(q.ents) == 0 {
+			q.ents = nil
+		}
 	}
 }
 
