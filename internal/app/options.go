@@ -52,6 +52,7 @@ type Options struct {
 	MaxBodyBytes      int64
 	CORSOrigins       []string
 	AllowedStreams    []string
+	Compression       string
 	HistorySize       int
 	HistoryAge        time.Duration
 
@@ -108,6 +109,7 @@ func NewOptions() *Options {
 		FrontendAddr:        ":8000",
 		InternalAddr:        ":7000",
 		PeerFinder:          FinderAuto,
+		Compression:         sser.CompressionOff,
 		Selector:            "app.kubernetes.io/name=sser",
 		Heartbeat:           d.Heartbeat,
 		Retry:               d.Retry,
@@ -305,6 +307,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.dur(&o.MaxConnectionTime, "max-connection-time", "SSER_MAX_CONNECTION_TIME", "end SSE connections after about this long (jittered), 0 = never")
 	e.dur(&o.WriteTimeout, "write-timeout", "SSER_WRITE_TIMEOUT", "limit on one write to a subscriber")
 	e.integer(&o.SubscriberQueue, "subscriber-queue", "SSER_SUBSCRIBER_QUEUE", "events queued for one subscriber before it is disconnected")
+	e.str(&o.Compression, "compression", "SSER_COMPRESSION", "gzip: compress SSE responses for clients that send Accept-Encoding: gzip (each event is deflated once for all of them); off: never")
 	e.list(&o.CORSOrigins, "cors-origins", "SSER_CORS_ORIGINS", "browser origins allowed to subscribe cross-origin; * for any")
 	e.list(&o.AllowedStreams, "allowed-streams", "SSER_ALLOWED_STREAMS", "glob patterns (path.Match) of the streams clients may subscribe to; others get 204 No Content (empty allows all)")
 	e.integer(&o.HistorySize, "history-size", "SSER_HISTORY_SIZE", "events kept per stream for resuming clients (0 disables)")
@@ -376,6 +379,11 @@ func (o *Options) Validate() []error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--peer-finder %q: want auto, kubernetes, local or static", o.PeerFinder))
+	}
+	switch o.Compression {
+	case sser.CompressionOff, sser.CompressionGzip:
+	default:
+		errs = append(errs, fmt.Errorf("--compression %q: want gzip or off", o.Compression))
 	}
 	for _, p := range o.Peers {
 		if net.ParseIP(p) == nil {

@@ -19,12 +19,23 @@ type PeerFinder interface {
 	Start(ctx context.Context) ([]string, <-chan []string, error)
 }
 
-// Namer is implemented by a PeerFinder that knows the pod behind each
-// address (the Kubernetes finder), so that a status page can name peers.
-type Namer interface {
-	// PodNames maps the IPs of the current peers to their pod names, as far
-	// as known now: empty before Start. Safe for concurrent use.
-	PodNames() map[string]string
+// Peer is one replica in the set: its IP address and, where the finder
+// knows it, a stable name for it (the Kubernetes finder's is the pod name).
+// Name is empty when the finder knows none; the IP then names the peer.
+type Peer struct {
+	IP   string `json:"ip"`
+	Name string `json:"name,omitempty"`
+}
+
+// NamedPeerFinder is a PeerFinder that also names its peers. The server
+// uses the names where an address would be a poor label: a pod's IP
+// changes on every rollout, its name says which pod it is.
+type NamedPeerFinder interface {
+	PeerFinder
+	// StartNamed is Start with each peer's name. The set is sorted by IP,
+	// one entry per IP, and a value is sent when an IP or a name changes.
+	// Start and StartNamed are alternatives: call one of them, once.
+	StartNamed(ctx context.Context) ([]Peer, <-chan []Peer, error)
 }
 
 var (

@@ -223,30 +223,36 @@ func TestKubernetesFakeClosesOnCancel(t *testing.T) {
 	}
 }
 
-// The Kubernetes finder names the pod behind each peer address, from its
-// cache: running pods with an IP only, and a change shows at once.
-func TestKubernetesFakePodNames(t *testing.T) {
-	cs := fake.NewClientset()
-	a := podAPI{t: t, cs: cs}
-	lbls := map[string]string{peerLabel: peerValue}
-	a.create("sser", "sser-a", lbls)
-	a.status("sser", "sser-a", corev1.PodRunning, "10.0.0.1")
-	a.create("sser", "sser-b", lbls)
-	a.status("sser", "sser-b", corev1.PodPending, "10.0.0.2")
-	f := NewPeerFinder(cs, "sser", peerSelector)
-	if got := f.(Namer).PodNames(); len(got) != 0 {
-		t.Errorf("PodNames before Start = %v, want none", got)
+func TestKubernetesFakeNames(t *testing.T) {
+	runNames(t, fake.NewClientset(), "sser")
+}
+
+func TestPeerList(t *testing.T) {
+	pod := func(name string, phase corev1.PodPhase, ip string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
 	}
-	_, updates, err := f.Start(t.Context())
-	if err != nil {
-		t.Fatalf("Start: %v", err)
+	tests := []struct {
+		name string
+		pods []*corev1.Pod
+		want []Peer
+	}{
+		{"none", nil, []Peer{}},
+		{"peers only, sorted by IP", []*corev1.Pod{
+			pod("c", corev1.PodRunning, "10.0.0.3"),
+			pod("p", corev1.PodPending, "10.0.0.2"),
+			pod("a", corev1.PodRunning, "10.0.0.1"),
+			pod("n", corev1.PodRunning, ""),
+		}, []Peer{{"10.0.0.1", "a"}, {"10.0.0.3", "c"}}},
+		{"one per IP, the first name", []*corev1.Pod{
+			pod("web-b", corev1.PodRunning, "10.0.0.1"),
+			pod("web-a", corev1.PodRunning, "10.0.0.1"),
+		}, []Peer{{"10.0.0.1", "web-a"}}},
 	}
-	if got := f.(Namer).PodNames(); len(got) != 1 || got["10.0.0.1"] != "sser-a" {
-		t.Errorf("PodNames = %v, want 10.0.0.1: sser-a", got)
-	}
-	a.status("sser", "sser-b", corev1.PodRunning, "10.0.0.2")
-	expectNext(t, updates, []string{"10.0.0.1", "10.0.0.2"})
-	if got := f.(Namer).PodNames(); len(got) != 2 || got["10.0.0.2"] != "sser-b" {
-		t.Errorf("PodNames after sser-b runs = %v, want both", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := peerList(tt.pods); !slices.Equal(got, tt.want) {
+				t.Errorf("peerList = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

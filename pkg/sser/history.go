@@ -16,8 +16,14 @@ type histEntry struct {
 	// setFrames are the frame in the formats of stream sets (tagged,
 	// envelope), with the same id, made on the first replay that needs one
 	// and shared by every later one. Guarded by hub.mu.
-	setFrames [2][]byte
+	setFrames *[2][]byte
 	at        time.Time
+	// born is when its origin accepted the event (Unix microseconds), or
+	// when it was applied here if the origin did not say.
+	born int64
+	// gz is the frame deflated once for compressed connections, when the
+	// server compresses.
+	gz *gzShared
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
 	evicted bool
@@ -294,6 +300,11 @@ type streamState struct {
 	// subscribers.
 	retained      *histEntry
 	retainedFrame []byte
+	// last is the frame fanned out last, the dictionary of the next one's
+	// shared deflate (compression.go); kept only when the server compresses.
+	last []byte
+	// gzSubs counts the compressed subscribers in subs (under fanMu).
+	gzSubs int
 }
 
 func newStreamState(name string) *streamState {

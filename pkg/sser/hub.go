@@ -74,6 +74,9 @@ type hub struct {
 	// lostNotices counts the ranges given up and told to every
 	// subscriber (for the status page).
 	lostNotices atomic.Uint64
+	// gzip: some connections may be compressed; each frame fanned out to
+	// a stream's subscribers gets a shared deflate (compression.go).
+	gzip bool
 }
 
 // hubOptions are the hub's limits.
@@ -228,7 +231,7 @@ func (h *hub) applyLocked(events []Event, source string, heldFrom uint64) []stri
 				continue
 			}
 			h.m.applied(source).Inc()
-			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev)}, false)
+			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev), born: bornAt(&ev, now)}, false)
 			continue
 		}
 		st, res := h.seq.offer(ev, now)
@@ -286,7 +289,7 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 		ss.seen = make(map[string]time.Time)
 	}
 	ss.seen[ev.Origin] = now
-	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, at: now}
+	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, at: now, born: bornAt(&ev, now)}
 	if !ev.clearsRetained() {
 		e.frame = encodeFrame(ss.pos.String(), &ev)
 	}
@@ -320,6 +323,12 @@ func (h *hub) unlockAndFanOut() {
 	var overflow []*subscriber
 	queued := 0
 	for _, it := range items {
+		if it.e.gz != nil && it.ss.gzSubs > 0 {
+			// Deflated here, once, before any writer wants it: lazily,
+			// the stream's compressed writers would queue on it one by
+			// one.
+			it.e.gz.bytes(it.e.frame)
+		}
 		for sub := range it.ss.subs {
 			if q, ok := h.pushTo(sub, it.e); !ok {
 				overflow = append(overflow, sub)
@@ -352,10 +361,18 @@ func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
 			return 0, true
 		}
 	}
-	if !sub.push(frame) {
+	if !sub.push(frame, e) {
 		return 0, false
 	}
 	return 1, true
+}
+
+// bornAt is when ev's origin accepted it, or now when it did not say.
+func bornAt(ev *Event, now time.Time) int64 {
+	if ev.At > 0 {
+		return ev.At
+	}
+	return now.UnixMicro()
 }
 
 func (h *hub) overflowLocked(sub *subscriber) {
@@ -396,6 +413,10 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	if e.frame == nil {
 		return // a clear of retained state: kept for repairs, sent to no one
 	}
+	if h.gzip {
+		e.gz = &gzShared{prev: ss.last}
+		ss.last = e.frame
+	}
 	if len(ss.subs) > 0 {
 		h.fanout = append(h.fanout, fanItem{ss, e})
 	}
@@ -412,7 +433,7 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 			set.advance(e.ev.Origin, ss, e.at)
 			id = set.pos.String()
 		}
-		me := &histEntry{idx: e.idx, ev: e.ev, pos: set.pos, frame: appendSetFrame(nil, id, &e.ev, set.format), at: e.at}
+		me := &histEntry{idx: e.idx, ev: e.ev, pos: set.pos, frame: appendSetFrame(nil, id, &e.ev, set.format), at: e.at, born: e.born}
 		if e.pos == nil {
 			me.pos = nil
 		}
@@ -550,7 +571,7 @@ func (h *hub) tellLostLocked(n lostNotice) {
 	frame := lostFrame(n)
 	var overflow []*subscriber
 	for sub := range h.subs {
-		if !sub.push(frame) {
+		if !sub.push(frame, nil) {
 			overflow = append(overflow, sub)
 		}
 	}
@@ -715,6 +736,9 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		// client's replay or before its position, never in both.
 		ss.fanMu.Lock()
 		ss.subs[sub] = struct{}{}
+		if sub.gz != nil {
+			ss.gzSubs++
+		}
 		ss.fanMu.Unlock()
 	}
 	h.subs[sub] = struct{}{}
@@ -814,6 +838,9 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 	} else if ss := h.streams[sub.streams[0]]; ss != nil {
 		ss.fanMu.Lock()
 		delete(ss.subs, sub)
+		if sub.gz != nil {
+			ss.gzSubs--
+		}
 		ss.fanMu.Unlock()
 		if ss.idle() {
 			h.forgetStreamLocked(ss)

@@ -13,7 +13,7 @@ import (
 )
 
 func retained(stream, origin string, seq uint64, at int64, msg string) Event {
-	return Event{Stream: stream, Msg: msg, Origin: origin, Seq: seq, Retain: true, RetainAt: at}
+	return Event{Stream: stream, Msg: msg, Origin: origin, Seq: seq, Retain: true, At: at}
 }
 
 // A new subscriber gets the stream's retained event first, with no id of
@@ -48,7 +48,7 @@ func TestRetainedStateFirstThenLive(t *testing.T) {
 }
 
 // Replicas that apply two publishers' retained events in different orders
-// keep the same one: the latest RetainAt wins.
+// keep the same one: the latest At wins.
 func TestRetainedStateConverges(t *testing.T) {
 	x := []Event{retained("s", "x", 1, 200, "x wins"), retained("s", "x", 2, 100, "x old")}
 	y := []Event{retained("s", "y", 1, 150, "y")}
@@ -71,7 +71,7 @@ func TestRetainedStateConverges(t *testing.T) {
 func TestRetainedStateClear(t *testing.T) {
 	h, _ := testHub(100, time.Minute)
 	live := subscribeHub(t, h, "", "s")
-	h.apply([]Event{retained("s", "x", 1, 100, "state"), {Stream: "s", Origin: "x", Seq: 2, Retain: true, RetainAt: 300}}, "peer")
+	h.apply([]Event{retained("s", "x", 1, 100, "state"), {Stream: "s", Origin: "x", Seq: 2, Retain: true, At: 300}}, "peer")
 	h.apply([]Event{retained("s", "y", 1, 200, "older than the clear")}, "peer")
 	applyOne(h, "s", "x", 3)
 	if got := frameDatas(live.take()); !slices.Equal(got, []string{"state", "older than the clear", "s/x.3"}) {
@@ -118,7 +118,7 @@ func TestRetainedStateForPatterns(t *testing.T) {
 // left the peer's history, and clears.
 func TestRetainedStateInWarmUp(t *testing.T) {
 	old, _ := testHub(2, time.Minute)
-	old.apply([]Event{retained("a", "o", 1, 1, "a state"), retained("b", "o", 2, 2, "b state"), {Stream: "b", Origin: "o", Seq: 3, Retain: true, RetainAt: 3}}, "peer")
+	old.apply([]Event{retained("a", "o", 1, 1, "a state"), retained("b", "o", 2, 2, "b state"), {Stream: "b", Origin: "o", Seq: 3, Retain: true, At: 3}}, "peer")
 	for i := uint64(4); i < 10; i++ {
 		applyOne(old, "a", "o", i)
 	}
@@ -189,8 +189,7 @@ func TestRetainedStateSeamUnderRace(t *testing.T) {
 
 func TestRetainValidation(t *testing.T) {
 	for _, ev := range []Event{
-		{Stream: "s", Msg: "m", RetainAt: 5},
-		{Stream: "s", Msg: "m", Retain: true, RetainAt: -1},
+		{Stream: "s", Msg: "m", Retain: true, At: -1},
 		{Stream: "s"},
 	} {
 		if ev.Validate() == nil {
@@ -203,13 +202,13 @@ func TestRetainValidation(t *testing.T) {
 }
 
 // Over HTTP: a publish with "retain": true is what a new subscriber gets
-// first; a publisher cannot choose its own retainAt to win; a publish with
+// first; a publisher cannot choose its own "at" to win; a publish with
 // no msg clears.
 func TestRetainedStateOverHTTP(t *testing.T) {
 	ts := startServer(t, Options{})
 	for _, body := range []string{
 		`{"stream":"s","msg":"state","retain":true}`,
-		`{"stream":"s","msg":"forged","retain":true,"retainAt":1}`, // retainAt is the server's: this one wins as the latest
+		`{"stream":"s","msg":"forged","retain":true,"at":1}`, // "at" is the server's: this one wins as the latest
 	} {
 		if resp, b := ts.post(t, PublishURLPath, "application/json", body); resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %d %s", body, resp.StatusCode, b)
@@ -221,9 +220,6 @@ func TestRetainedStateOverHTTP(t *testing.T) {
 	}
 	if resp, b := ts.post(t, PublishURLPath, "application/json", `{"stream":"s","retain":true}`); resp.StatusCode != http.StatusOK {
 		t.Fatalf("clear: %d %s", resp.StatusCode, b)
-	}
-	if resp, b := ts.post(t, PublishURLPath, "application/json", `{"stream":"s","msg":"x","retainAt":5}`); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "retainAt") {
-		t.Fatalf("retainAt without retain: %d %s", resp.StatusCode, b)
 	}
 	if err := ts.Send(t.Context(), "s", "live"); err != nil {
 		t.Fatal(err)

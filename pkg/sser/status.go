@@ -12,8 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/sser-dev/sser/pkg/peerfinder"
 )
 
 // The status endpoints, on the internal listener: a page for a person,
@@ -400,15 +398,11 @@ func (t *statusTracker) compute(now time.Time) *Status {
 	st.Outbox = s.out.status()
 
 	peers := s.bc.peerSnapshots()
-	var names map[string]string
-	if n, ok := s.opts.PeerFinder.(peerfinder.Namer); ok {
-		names = n.PodNames()
-	}
 	t.mu.Lock()
 	t.markLagsLocked(now, peers)
 	st.Peers = make([]PeerStatus, 0, len(peers))
 	for _, p := range peers {
-		ps := PeerStatus{Address: p.addr, PodName: names[p.addr], State: "up", Queue: p.cursor.lag, CutOff: p.cursor.cut,
+		ps := PeerStatus{Address: p.addr, PodName: p.name, State: "up", Queue: p.cursor.lag, CutOff: p.cursor.cut,
 			EventsSent: metricValue(p.sent), Errors: metricValue(p.errs)}
 		if p.down {
 			ps.State = "down"
@@ -578,6 +572,7 @@ func (o *outbox) cursorOf(peer string) outboxCursor {
 // peerSnapshot is one sender's state, for the status.
 type peerSnapshot struct {
 	addr      string
+	name      string // the pod's name, when the peer finder knows it
 	down      bool
 	downSince time.Time
 	lastErr   *peerFailure
@@ -592,7 +587,11 @@ func (b *broadcaster) peerSnapshots() []peerSnapshot {
 	b.mu.Lock()
 	out := make([]peerSnapshot, 0, len(b.senders))
 	for addr, s := range b.senders {
-		p := peerSnapshot{addr: addr, down: s.down.Load(), lastErr: s.lastErr.Load(), sent: s.sentN, errs: s.errs}
+		ser := s.series()
+		p := peerSnapshot{addr: addr, down: s.down.Load(), lastErr: s.lastErr.Load(), sent: ser.sent, errs: ser.errs}
+		if ser.label != addr {
+			p.name = ser.label
+		}
 		if ns := s.downSince.Load(); p.down && ns != 0 {
 			p.downSince = time.Unix(0, ns)
 		}

@@ -309,6 +309,9 @@ func (e *histEntry) setFrame(f frameFormat) []byte {
 	if f == formatEnvelope {
 		k = 1
 	}
+	if e.setFrames == nil {
+		e.setFrames = new([2][]byte)
+	}
 	if e.setFrames[k] == nil {
 		e.setFrames[k] = appendSetFrame(nil, e.pos.String(), &e.ev, f)
 	}

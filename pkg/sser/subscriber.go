@@ -5,7 +5,7 @@ import (
 )
 
 // closeReason says why a subscriber's connection was ended by the server.
-type closeReason int
+type closeReason uint8
 
 const (
 	reasonNone closeReason = iota
@@ -62,9 +62,17 @@ type subscriber struct {
 	// alone. Guarded by hub.mu.
 	set *streamSet
 
-	mu     sync.Mutex
-	queue  [][]byte
-	spare  [][]byte
+	mu    sync.Mutex
+	queue [][]byte
+	spare [][]byte
+	// born is when the origin of the oldest live event queued accepted it
+	// (Unix microseconds; 0: none queued), for the delivery latency.
+	born int64
+	// gz is set on a compressed connection (before it is registered; the
+	// pointer is read only after): the history entry of each queued frame,
+	// so the writer can use the entry's shared deflate, and the gzip
+	// stream. A plain connection pays for the pointer only.
+	gz     *gzConn
 	closed bool
 	reason closeReason
 
@@ -153,9 +161,10 @@ func (s *subscriber) useChannels() {
 	s.signal(s.wake)
 }
 
-// push queues a frame. It reports false when the queue is full; the caller
-// then closes the subscriber.
-func (s *subscriber) push(frame []byte) bool {
+// push queues a frame of history entry e (nil for a frame of no event).
+// It reports false when the queue is full; the caller then closes the
+// subscriber.
+func (s *subscriber) push(frame []byte, e *histEntry) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -166,6 +175,14 @@ func (s *subscriber) push(frame []byte) bool {
 		return false
 	}
 	s.queue = append(s.queue, frame)
+	if e != nil {
+		if born := e.born; born != 0 && (s.born == 0 || born < s.born) {
+			s.born = born
+		}
+	}
+	if s.gz != nil {
+		s.gz.ents = append(s.gz.ents, e)
+	}
 	run, wake := s.wakeLocked()
 	s.mu.Unlock()
 	s.wakeUp(run, wake)
@@ -177,6 +194,11 @@ func (s *subscriber) push(frame []byte) bool {
 func (s *subscriber) pushUnbounded(frames ...[]byte) {
 	s.mu.Lock()
 	s.queue = append(s.queue, frames...)
+	if s.gz != nil {
+		for range frames {
+			s.gz.ents = append(s.gz.ents, nil)
+		}
+	}
 	run, wake := s.wakeLocked()
 	s.mu.Unlock()
 	s.wakeUp(run, wake)
@@ -213,29 +235,80 @@ func (s *subscriber) signal(wake chan struct{}) {
 // take returns everything queued. The writer hands the slice back with
 // recycle once written, so a busy subscriber allocates no new queue.
 func (s *subscriber) take() [][]byte {
-	s.mu.Lock()
-	q := s.takeLocked()
-	s.mu.Unlock()
-	return q
+	b := s.takeBatch()
+	return b.frames
 }
 
-func (s *subscriber) takeLocked() [][]byte {
-	q := s.queue
-	s.queue = s.spare
+// batch is what a writer takes from the queue at once.
+type batch struct {
+	frames [][]byte
+	// ents are the frames' history entries, on a compressed connection.
+	ents []*histEntry
+	// born is when the origin of its oldest live event accepted it (see push).
+	born int64
+}
+
+func (s *subscriber) takeBatch() batch {
+	s.mu.Lock()
+	b := s.takeLocked()
+	s.mu.Unlock()
+	return b
+}
+
+func (s *subscriber) takeLocked() batch {
+	b := batch{frames: s.queue, born: s.born}
+	s.queue, s.spare = s.spare, nil
+	s.born = 0
+	if q := s.gz; q != nil {
+		b.ents = q.ents
+		q.ents, q.spare = q.spare, nil
+	}
+	return b
+}
+
+// recycle hands a written batch's slices back for the next one.
+func (s *subscriber) recycle(b batch) {
+	clear(b.frames)
+	clear(b.ents)
+	s.mu.Lock()
+	s.recycleLocked(b)
+	s.mu.Unlock()
+}
+
+func (s *subscriber) recycleLocked(b batch) {
+	if s.spare == nil && b.frames != nil && cap(b.frames) <= 4*s.maxQueue {
+		s.spare = b.frames[:0]
+	}
+	if q := s.gz; q != nil && q.spare == nil && b.ents != nil && cap(b.ents) <= 4*s.maxQueue {
+		q.spare = b.ents[:0]
+	}
+}
+
+// gzConn is a compressed connection's state.
+type gzConn struct {
+	// ents runs beside the queue: the history entry of each frame (nil
+	// for a frame of no event); spare is the slice to reuse. Guarded by
+	// the subscriber's mu.
+	ents, spare []*histEntry
+	// z is the gzip stream, the writer's alone.
+	z gzStream
+}
+
+// compressed reports whether the connection is gzip.
+func (s *subscriber) compressed() bool { return s.gz != nil }
+
+// dropQueuesLocked lets go of the queue's slices (a connection idle for a
+// heartbeat, or ended); queue stays when frames wait in it.
+func (s *subscriber) dropQueuesLocked() {
 	s.spare = nil
-	return q
-}
-
-func (s *subscriber) recycle(q [][]byte) {
-	clear(q)
-	s.mu.Lock()
-	s.recycleLocked(q)
-	s.mu.Unlock()
-}
-
-func (s *subscriber) recycleLocked(q [][]byte) {
-	if s.spare == nil && cap(q) <= 4*s.maxQueue {
-		s.spare = q[:0]
+	if len(s.queue) == 0 {
+		s.queue = nil
+	}
+	if q := s.gz; q != nil {
+		q.spare = nil
+		if len(q.ents) == 0 {
+			q.ents = nil
+		}
 	}
 }
 

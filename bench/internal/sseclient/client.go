@@ -3,8 +3,10 @@ package sseclient
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +28,9 @@ type Options struct {
 	// client i instead, when that is set.
 	LastEventID  string
 	LastEventIDs []string
+	// Gzip asks for a gzip response (Accept-Encoding: gzip) and inflates
+	// it as it reads.
+	Gzip bool
 }
 
 // Client is one SSE subscriber: a raw TCP connection, one hand-written
@@ -43,6 +48,9 @@ type Client struct {
 	Got      atomic.Int64 // measured events (seq > 0) received, repeats included
 	Done     atomic.Bool  // the connection ended
 	LastRecv atomic.Int64 // unix nanos of the latest measured event
+	// WireBytes counts the body bytes read off the connection (chunk
+	// framing excluded; gzip bytes when the response is compressed).
+	WireBytes atomic.Int64
 
 	// Owned by the reading goroutine until it has returned (wait for the
 	// WaitGroup given to Dial before reading them).
@@ -80,6 +88,9 @@ func Dial(ctx context.Context, target *url.URL, wg *sync.WaitGroup, opts Options
 	if opts.LastEventID != "" {
 		req += "Last-Event-ID: " + opts.LastEventID + "\r\n"
 	}
+	if opts.Gzip {
+		req += "Accept-Encoding: gzip\r\n"
+	}
 	req += "\r\n"
 	if _, err := conn.Write([]byte(req)); err != nil {
 		_ = conn.Close()
@@ -114,7 +125,15 @@ func (c *Client) read(target *url.URL) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %s", resp.Status)
 	}
-	lines := bufio.NewReaderSize(resp.Body, 4096)
+	var body io.Reader = countingReader{resp.Body, &c.WireBytes}
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return fmt.Errorf("gzip response: %w", err)
+		}
+		body = zr
+	}
+	lines := bufio.NewReaderSize(body, 4096)
 	typed := false // the event being read has an event: line
 	// Bytes of the frame being read, of its id, and whether it is measured.
 	frame, id, measured := 0, 0, false
@@ -208,6 +227,18 @@ func CutInt(b []byte) (int64, []byte, bool) {
 		}
 	}
 	return 0, b, false
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // Close closes the connection; the reading goroutine then returns.
