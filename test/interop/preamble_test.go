@@ -123,10 +123,12 @@ func TestConnectPreamble(t *testing.T) {
 				noPreamble := strings.Contains(query, "preamble=0")
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
-				before := connections(t, metrics)
+				// The previous case's client is gone first, so the count
+				// below is this client's connection.
+				testproc.Eventually(t, 10*time.Second, "the previous client to be gone", func() bool { return connections(t, metrics) == 0 })
 				out := make(chan dispatched, 16)
 				c.subscribe(ctx, t, front+"/?stream="+stream+query, out)
-				testproc.Eventually(t, 10*time.Second, c.name+" to connect", func() bool { return connections(t, metrics) > before })
+				testproc.Eventually(t, 10*time.Second, c.name+" to connect", func() bool { return connections(t, metrics) > 0 })
 				if err := srv.Send(ctx, stream, "hello"); err != nil {
 					t.Fatal(err)
 				}
