@@ -326,8 +326,13 @@ func (p *connWriters) watchConn(sub *subscriber) {
 	}
 }
 
-// clientGone is the close watcher's news: the client closed its side.
+// clientGone is the close watcher's news: the client closed its side
+// (a WebSocket's: it sent something, see wsReadable).
 func (s *ServerImpl) clientGone(sub *subscriber) {
+	if sub.ws != nil {
+		s.wsReadable(sub)
+		return
+	}
 	sub.mu.Lock()
 	hc := sub.hc
 	if hc == nil || hc.ended {
@@ -347,6 +352,10 @@ func (s *ServerImpl) clientGone(sub *subscriber) {
 // subscriber was closed (after the frames a drain or maximum age lets the
 // client have, and the terminating chunk) or the client is gone.
 func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
+	if sub.ws != nil {
+		s.writeWS(sub)
+		return
+	}
 	hc := sub.hc
 	var written [][]byte
 	var wroteAt int64
@@ -445,6 +454,9 @@ func (p *connWriters) forget(hc *hijacked) {
 // due when nothing was written for b.quiet (less a grain). It returns
 // when to look again.
 func (sub *subscriber) beat(now int64, b beatTiming) int64 {
+	if sub.ws != nil {
+		return sub.wsBeat(now, b)
+	}
 	sub.mu.Lock()
 	hc := sub.hc
 	if hc == nil || hc.ended || sub.closed {

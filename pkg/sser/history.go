@@ -12,7 +12,10 @@ type histEntry struct {
 	ev    Event
 	pos   position // the replica's position right after this event
 	frame []byte   // the frame as sent live; replays reuse it
-	at    time.Time
+	// ws is the frame as a WebSocket message, encoded when the stream has
+	// WebSocket subscribers (else on demand, see frameFor).
+	ws []byte
+	at time.Time
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
 	evicted bool
@@ -20,7 +23,7 @@ type histEntry struct {
 }
 
 // size is what an entry costs in history, for the byte bounds.
-func (e *histEntry) size() int64 { return int64(len(e.frame) + len(e.ev.Msg) + 160) }
+func (e *histEntry) size() int64 { return int64(len(e.frame) + len(e.ws) + len(e.ev.Msg) + 160) }
 
 // ring is a growable ring buffer of history entries, oldest first.
 type ring struct {
@@ -284,6 +287,9 @@ type streamState struct {
 	pos position
 	// seen is when each origin of pos last published to the stream.
 	seen map[string]time.Time
+	// wsSubs counts the WebSocket subscribers among subs and multi: while
+	// there are any, each event is also encoded for them once.
+	wsSubs int
 }
 
 func newStreamState(name string) *streamState {

@@ -326,7 +326,7 @@ func (h *hub) unlockAndFanOut() {
 // already has e), and false when sub's queue is full. sub.ahead is only
 // touched by the one goroutine serving sub's stream at a time.
 func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
-	frame := e.frame
+	frame := e.frameFor(sub)
 	if sub.ahead != nil || sub.lacks != nil {
 		var ok bool
 		if frame, ok = aheadFrame(sub, e); !ok {
@@ -372,6 +372,11 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 		ss = newStreamState(e.ev.Stream)
 		h.streams[e.ev.Stream] = ss
 	}
+	if ss.wsSubs > 0 && e.ws == nil {
+		// Encoded once for all the stream's WebSocket subscribers, and
+		// counted in history with the SSE frame.
+		e.ws = wsEventFrame(e.pos.String(), &e.ev)
+	}
 	if keep {
 		h.hist.add(ss, e)
 	}
@@ -387,7 +392,12 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 			// positions, encoded once per set of streams.
 			if me = byKey[sub.key]; me == nil {
 				pos := h.streamsPosLocked(sub.streams)
-				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, frame: appendFrame(nil, pos.String(), &e.ev), at: e.at}
+				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, at: e.at}
+				if sub.ws != nil {
+					me.ws = wsEventFrame(pos.String(), &e.ev)
+				} else {
+					me.frame = appendFrame(nil, pos.String(), &e.ev)
+				}
 				if byKey == nil {
 					byKey = make(map[string]*histEntry)
 				}
@@ -431,21 +441,21 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 		return nil, false
 	}
 	if e.pos == nil {
-		return e.frame, true
+		return e.frameFor(sub), true
 	}
 	if sub.lacks != nil {
 		// The client lacks events this replica can no longer give: every
 		// id it gets says so.
-		return appendFrame(nil, e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev), true
+		return sub.encode(e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev), true
 	}
 	if sub.ahead == nil {
-		return e.frame, true
+		return e.frameFor(sub), true
 	}
 	if e.pos.covers(sub.ahead) {
 		sub.ahead = nil
-		return e.frame, true
+		return e.frameFor(sub), true
 	}
-	return appendFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev), true
+	return sub.encode(e.pos.merge(sub.ahead).String(), &e.ev), true
 }
 
 // fill applies events fetched to repair a gap.
@@ -520,9 +530,17 @@ type lostNotice struct {
 // streams the lost events were on is not known here.
 func (h *hub) tellLostLocked(n lostNotice) {
 	frame := lostFrame(n)
+	var wsFrame []byte
 	var overflow []*subscriber
 	for sub := range h.subs {
-		if !sub.push(frame) {
+		f := frame
+		if sub.ws != nil {
+			if wsFrame == nil {
+				wsFrame = wsLostFrame(n)
+			}
+			f = wsFrame
+		}
+		if !sub.push(f) {
 			overflow = append(overflow, sub)
 		}
 	}
@@ -579,7 +597,10 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		return resumeResult{}, false
 	}
 	res := resumeResult{resumed: resuming}
-	frames := [][]byte{appendRetry(nil, retryMs)}
+	var frames [][]byte
+	if sub.ws == nil {
+		frames = append(frames, appendRetry(nil, retryMs))
+	}
 	pos := h.streamsPosLocked(sub.streams)
 	id := pos.String()
 	if resuming {
@@ -621,23 +642,25 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			// everything replayed so far, or a client that stops mid-replay
 			// would get events twice later.
 			acc = acc.merge(e.pos)
-			frame := e.frame
+			frame := e.frameFor(sub)
 			if lacks != nil || !e.pos.covers(acc) {
-				frame = appendFrame(nil, acc.withHoles(lacks).String(), &e.ev)
+				frame = sub.encode(acc.withHoles(lacks).String(), &e.ev)
 			}
 			frames = append(frames, frame)
 			bytes += len(frame)
 			res.replayed++
 		}
 		if res.lost {
-			frames = append(frames, lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
+			frames = append(frames, sub.lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
 		id = pos.merge(rel).withHoles(lacks).String()
 	}
 	if id == "" {
 		id = nothingPosition(h.self).String()
 	}
-	frames[0] = append(frames[0], '\n')
+	if sub.ws == nil {
+		frames[0] = append(frames[0], '\n')
+	}
 	h.m.replayed.Add(float64(res.replayed))
 	if res.truncated {
 		// No final id: the client's id is the last replayed event's, and
@@ -646,24 +669,11 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		h.m.replayTruncated.Inc()
 		return res, true
 	}
-	frames = append(frames, appendIDFrame(nil, id))
+	frames = append(frames, sub.idFrame(id, res))
 	sub.pushUnbounded(frames...)
 
 	for _, name := range sub.streams {
-		ss := h.streams[name]
-		if ss == nil {
-			ss = newStreamState(name)
-			h.streams[name] = ss
-		}
-		if len(sub.streams) > 1 {
-			ss.multi[sub] = struct{}{}
-			continue
-		}
-		// Wait out a fan-out in progress: its event is already in this
-		// client's replay or before its position, never in both.
-		ss.fanMu.Lock()
-		ss.subs[sub] = struct{}{}
-		ss.fanMu.Unlock()
+		h.joinStreamLocked(sub, name, len(sub.streams) > 1)
 	}
 	h.subs[sub] = struct{}{}
 	if h.draining {
@@ -671,6 +681,51 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	}
 	h.m.connections.Inc()
 	return res, true
+}
+
+// joinStreamLocked registers sub on stream name: among the subscribers of
+// several streams (served under the hub's lock) when multi, else among the
+// stream's own.
+func (h *hub) joinStreamLocked(sub *subscriber, name string, multi bool) {
+	ss := h.streams[name]
+	if ss == nil {
+		ss = newStreamState(name)
+		h.streams[name] = ss
+	}
+	if sub.ws != nil {
+		ss.wsSubs++
+	}
+	if multi {
+		ss.multi[sub] = struct{}{}
+		return
+	}
+	// Wait out a fan-out in progress: its event is already in this
+	// client's replay or before its position, never in both.
+	ss.fanMu.Lock()
+	ss.subs[sub] = struct{}{}
+	ss.fanMu.Unlock()
+}
+
+// leaveStreamLocked undoes joinStreamLocked, and forgets the stream when
+// forget and nothing is left of it.
+func (h *hub) leaveStreamLocked(sub *subscriber, name string, multi, forget bool) {
+	ss := h.streams[name]
+	if ss == nil {
+		return
+	}
+	if multi {
+		delete(ss.multi, sub)
+	} else {
+		ss.fanMu.Lock()
+		delete(ss.subs, sub)
+		ss.fanMu.Unlock()
+	}
+	if sub.ws != nil {
+		ss.wsSubs--
+	}
+	if forget && ss.idle() {
+		delete(h.streams, name)
+	}
 }
 
 // missedLocked lists the history entries of streams that from lacks, in
@@ -755,18 +810,7 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 	}
 	delete(h.subs, sub)
 	for _, name := range sub.streams {
-		if ss := h.streams[name]; ss != nil {
-			if len(sub.streams) > 1 {
-				delete(ss.multi, sub)
-			} else {
-				ss.fanMu.Lock()
-				delete(ss.subs, sub)
-				ss.fanMu.Unlock()
-			}
-			if ss.idle() {
-				delete(h.streams, name)
-			}
-		}
+		h.leaveStreamLocked(sub, name, len(sub.streams) > 1, true)
 	}
 	h.clock.remove(sub)
 	h.m.connections.Dec()

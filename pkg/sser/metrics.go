@@ -17,6 +17,8 @@ type metrics struct {
 
 	connections      prometheus.Gauge
 	connectionsTotal prometheus.Counter
+	wsConnections    prometheus.Gauge
+	wsMessages       *prometheus.CounterVec
 	subscriberClosed *prometheus.CounterVec
 	eventsPublished  prometheus.Counter
 	eventsIn         *prometheus.CounterVec
@@ -57,7 +59,9 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{registry: reg}
 	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_connections", Help: "SSE subscribers connected now."})
 	m.connectionsTotal = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_connections_total", Help: "SSE subscriptions accepted."})
-	m.subscriberClosed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_subscribers_closed_total", Help: "Subscribers disconnected by the server, by reason (overflow: fell behind its queue; drain; max_age; shutdown)."}, []string{"reason"})
+	m.wsConnections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_websocket_connections", Help: "Subscribers connected now over WebSocket (counted in sser_connections too)."})
+	m.wsMessages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_websocket_messages_total", Help: "Messages WebSocket clients sent that were applied, by type (subscribe, unsubscribe)."}, []string{"type"})
+	m.subscriberClosed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_subscribers_closed_total", Help: "Subscribers disconnected by the server, by reason (overflow: fell behind its queue; drain; max_age; shutdown; pong_timeout: a WebSocket client that answered no ping)."}, []string{"reason"})
 	m.eventsPublished = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_published_total", Help: "Events published through this replica (Send and the publish endpoint)."})
 	m.eventsIn = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_events_applied_total", Help: "Events applied to this replica's subscribers and history, by source."}, []string{"source"})
 	m.eventsDuplicate = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_duplicate_total", Help: "Events received again (a retried batch) and dropped."})
@@ -87,7 +91,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()}}, func() float64 { return 1 }))
 	m.peerUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sser_peer_up", Help: "1 while deliveries to a peer succeed, 0 from its second failed attempt in a row until one succeeds again."}, []string{"peer"})
 	m.peerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_requests_total", Help: "HTTP requests opened to a peer for deliveries: each delivery stream opened, and each one-shot POST to a peer that does not stream."}, []string{"peer"})
-	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.subscriberClosed, m.eventsPublished, m.eventsIn,
+	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.wsConnections, m.wsMessages, m.subscriberClosed, m.eventsPublished, m.eventsIn,
 		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.repairs, m.warmups,
 		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors, m.peerRequests, m.peerUp} {
 		f(c)

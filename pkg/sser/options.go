@@ -51,8 +51,14 @@ type Options struct {
 	// handler's return.
 	DisableHijack bool
 	// CORSOrigins lists the origins allowed to subscribe from a browser on
-	// another origin; "*" allows any. Empty sends no CORS headers.
+	// another origin; "*" allows any. Empty sends no CORS headers. A
+	// WebSocket from a browser on another origin is refused (403) unless
+	// listed here; with "*" it is allowed, but its cookies are ignored.
 	CORSOrigins []string
+	// DisableWebSocket refuses WebSocket subscriptions (400). By default a
+	// GET with Upgrade: websocket on the SSE handler is one: the same
+	// checks, limits and ids, with JSON messages (see README).
+	DisableWebSocket bool
 
 	// AllowStream, when set, decides whether a request may subscribe to a
 	// stream. A refused subscription is answered 204 No Content, which tells

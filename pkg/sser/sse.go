@@ -16,8 +16,15 @@ import (
 // stream query parameters. A Last-Event-ID header (or the lastEventID query
 // parameter) resumes: the client gets exactly the events it missed that are
 // still in history, then live ones. Connections end when ctx ends.
+//
+// A GET with Upgrade: websocket is a WebSocket subscription instead (see
+// ws.go; Options.DisableWebSocket turns them off).
 func (s *ServerImpl) ClientConnectionHandler(ctx context.Context) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if isWebSocket(r) {
+			s.serveWS(ctx, w, r)
+			return
+		}
 		s.serveSSE(ctx, w, r)
 	}
 }

@@ -70,6 +70,10 @@ type subscriber struct {
 	// group is the ClientConnectionHandler the connection came through;
 	// set before the subscriber is registered, then read only (under hub.mu).
 	group *connGroup
+	// ws is set for a WebSocket connection (ws.go), whose frames the hub
+	// encodes as WebSocket messages; nil for SSE. Set at creation, then
+	// read only.
+	ws *wsConn
 
 	// Guarded by hub.mu.
 	//
