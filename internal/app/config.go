@@ -32,6 +32,7 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		WriteTimeout:      o.WriteTimeout,
 		SubscriberQueue:   o.SubscriberQueue,
 		CORSOrigins:       o.CORSOrigins,
+		DisableWebSocket:  !o.WebSocket,
 		PeerBatch:         o.PeerBatch,
 		PeerTimeout:       o.PeerTimeout,
 		PeerBackoffMax:    o.PeerBackoffMax,
