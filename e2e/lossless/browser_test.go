@@ -44,6 +44,9 @@ type browserReport struct {
 	Kind string `json:"kind"`
 	Data string `json:"data"`
 	ID   string `json:"id"`
+	// Extra is what else a page reports: a WebSocket event's stream, a
+	// subscribed message's resume.
+	Extra string `json:"extra"`
 }
 
 // browserLog collects the page's reports.

@@ -9,10 +9,10 @@
 // Service are. Subscribers reach them through a small in-test load balancer
 // that, like a Service, sends each new connection to a replica whose /readyz
 // answers 200, so a client that loses its replica reconnects elsewhere.
-// Subscribers are the project's Go client (pkg/client) and, in one test,
-// headless Chromium's EventSource.
+// Subscribers are the project's Go clients (pkg/client for SSE, pkg/wsclient
+// for WebSocket) and headless Chromium's EventSource and WebSocket.
 //
-// The browser test needs Chromium (hack/install-chromium.sh installs
-// Debian's package); without it that test skips, or fails when
+// The browser tests need Chromium (hack/install-chromium.sh installs
+// Debian's package); without it they skip, or fail when
 // SSER_REQUIRE_REAL=1. Every other test needs only the Go toolchain.
 package lossless
