@@ -13,8 +13,9 @@ type histEntry struct {
 	pos   position // the replica's position right after this event
 	frame []byte   // the frame as sent live; replays reuse it
 	// ws is the frame as a WebSocket message, encoded when the stream has
-	// WebSocket subscribers (else on demand, see frameFor).
-	ws []byte
+	// WebSocket subscribers (else on demand, see frameFor). A pointer: an
+	// entry of a stream with none stays in the allocation size it had.
+	ws *[]byte
 	at time.Time
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
@@ -23,7 +24,13 @@ type histEntry struct {
 }
 
 // size is what an entry costs in history, for the byte bounds.
-func (e *histEntry) size() int64 { return int64(len(e.frame) + len(e.ws) + len(e.ev.Msg) + 160) }
+func (e *histEntry) size() int64 {
+	n := len(e.frame) + len(e.ev.Msg) + 160
+	if e.ws != nil {
+		n += len(*e.ws) + 24
+	}
+	return int64(n)
+}
 
 // ring is a growable ring buffer of history entries, oldest first.
 type ring struct {

@@ -375,7 +375,8 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	if ss.wsSubs > 0 && e.ws == nil {
 		// Encoded once for all the stream's WebSocket subscribers, and
 		// counted in history with the SSE frame.
-		e.ws = wsEventFrame(e.pos.String(), &e.ev)
+		f := wsEventFrame(e.pos.String(), &e.ev)
+		e.ws = &f
 	}
 	if keep {
 		h.hist.add(ss, e)
@@ -394,7 +395,8 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 				pos := h.streamsPosLocked(sub.streams)
 				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, at: e.at}
 				if sub.ws != nil {
-					me.ws = wsEventFrame(pos.String(), &e.ev)
+					f := wsEventFrame(pos.String(), &e.ev)
+					me.ws = &f
 				} else {
 					me.frame = appendFrame(nil, pos.String(), &e.ev)
 				}

@@ -16,7 +16,7 @@ func (e *histEntry) frameFor(sub *subscriber) []byte {
 		return e.frame
 	}
 	if e.ws != nil {
-		return e.ws
+		return *e.ws
 	}
 	return wsEventFrame(e.pos.String(), &e.ev)
 }
