@@ -27,12 +27,14 @@ type engine interface {
 	close(ctx context.Context)
 }
 
-var engineNames = []string{"sser", "r3labs", "gosse", "floor"}
+// sser-nohijack is sser with DisableHijack: every connection keeps its
+// handler's goroutine (and a WebSocket a reader goroutine of its own).
+var engineNames = []string{"sser", "sser-nohijack", "r3labs", "gosse", "floor"}
 
 func newEngine(ctx context.Context, name string, sserQueue int) (engine, error) {
 	switch name {
-	case "sser":
-		return newSserEngine(ctx, sserQueue)
+	case "sser", "sser-nohijack":
+		return newSserEngine(ctx, sserQueue, name == "sser-nohijack")
 	case "r3labs":
 		return newR3Engine(), nil
 	case "gosse":
@@ -52,7 +54,7 @@ type sserEngine struct {
 	cancel context.CancelFunc
 }
 
-func newSserEngine(ctx context.Context, queue int) (*sserEngine, error) {
+func newSserEngine(ctx context.Context, queue int, noHijack bool) (*sserEngine, error) {
 	pf, err := peerfinder.NewPeerFinderStatic([]string{"127.0.0.1"})
 	if err != nil {
 		return nil, fmt.Errorf("static peer finder: %w", err)
@@ -61,6 +63,7 @@ func newSserEngine(ctx context.Context, queue int) (*sserEngine, error) {
 		InternalAddr:    "127.0.0.1:0",
 		PeerFinder:      pf,
 		SubscriberQueue: queue,
+		DisableHijack:   noHijack,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new sser server: %w", err)
