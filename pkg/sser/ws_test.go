@@ -668,3 +668,44 @@ func TestWSChangingStreamsIsExact(t *testing.T) {
 		})
 	}
 }
+
+// WebSockets count against the same connection caps as SSE and are shed
+// the same way: refused before the upgrade, with the slot given back when
+// a connection ends.
+func TestWSConnectionLimits(t *testing.T) {
+	// No watermark: the test sets the shedding itself.
+	ts := startServer(t, Options{MaxConnectionsPerIP: 1, MemoryWatermark: -1})
+	c := mustDialWS(t, ts.wsURL("stream=a"), nil)
+	c.nextOf(t, "subscribed", 5*time.Second)
+	for _, u := range []string{ts.wsURL("stream=a"), ts.url("stream=a")} {
+		if strings.HasPrefix(u, "ws") {
+			_, err := dialWS(t.Context(), u, nil)
+			var ref *wsRefusal
+			if !errors.As(err, &ref) || ref.status != http.StatusTooManyRequests || ref.header.Get("Retry-After") == "" {
+				t.Fatalf("second WebSocket from one address: %v, want 429 with Retry-After", err)
+			}
+			continue
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("an SSE subscription beside the WebSocket: %d, want 429", resp.StatusCode)
+		}
+	}
+	c.close()
+	testproc.Eventually(t, 5*time.Second, "the slot back", func() bool { return ts.slots() == 0 })
+	ts.memory.over.Store(true)
+	_, err := dialWS(t.Context(), ts.wsURL("stream=a"), nil)
+	var ref *wsRefusal
+	if !errors.As(err, &ref) || ref.status != http.StatusServiceUnavailable || !strings.Contains(ref.body, "shedding") {
+		t.Fatalf("above the memory watermark: %v, want 503", err)
+	}
+	ts.memory.over.Store(false)
+	mustDialWS(t, ts.wsURL("stream=a"), nil).nextOf(t, "subscribed", 5*time.Second)
+	if n := testutil.ToFloat64(ts.m.refused.WithLabelValues("connections_per_ip")); n != 2 {
+		t.Errorf("refusals per address counted %v, want 2", n)
+	}
+}
