@@ -448,6 +448,28 @@ func (p *publisher) run(ctx context.Context, rate float64, maxEvents int, stop <
 	return nil
 }
 
+// runAll runs pubs at once, each at rate events/s until it has sent
+// maxEvents, failing the test at the first error.
+func runAll(t *testing.T, rate float64, maxEvents int, pubs ...*publisher) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pubs))
+	for _, pub := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pub.run(t.Context(), rate, maxEvents, nil); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
 // postJSON posts body; errNotTaken wraps the failures that prove the server
 // did not act on it.
 func postJSON(ctx context.Context, hc *http.Client, u, body string) error {

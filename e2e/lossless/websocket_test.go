@@ -85,7 +85,10 @@ func TestWebSocketClientChangesStreamsAndResumesAcrossDrain(t *testing.T) {
 	b := newBalancer(t, c)
 	b.waitReady(t, 0, 1, 2)
 	rec := wsSubscribe(t, b.URL+"/events", stream)
-	waitFor(t, deadline, "the WebSocket to subscribe", func() bool { res, _ := rec.connections(); return len(res) == 1 })
+	waitFor(t, deadline, "the WebSocket to subscribe", func() bool {
+		res, _ := rec.connections()
+		return len(res) == 1 && b.activeOn(0)+b.activeOn(1)+b.activeOn(2) == 1
+	})
 	onReplica := -1
 	for i := range 3 {
 		if b.activeOn(i) == 1 {
@@ -114,22 +117,7 @@ func TestWebSocketClientChangesStreamsAndResumesAcrossDrain(t *testing.T) {
 	if err := rep.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for _, pub := range []*publisher{p, q, r} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := pub.run(t.Context(), 20, 80, nil); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	runAll(t, 20, 80, p, q, r)
 	ctx, cancel := context.WithTimeout(t.Context(), deadline)
 	defer cancel()
 	if err := rep.Wait(ctx); err != nil {
@@ -274,7 +262,11 @@ func TestBrowserWebSocket(t *testing.T) {
 		}
 	}
 	status := func() string { return fmt.Sprintf("reports %+v", blog.ordered()) }
-	waitFor(t, deadline, "the page's WebSocket to subscribe", subscribedTo(stream), status)
+	// Only the WebSocket open on the balancer (a page's other requests, a
+	// favicon, come and go).
+	waitFor(t, deadline, "the page's WebSocket to subscribe", func() bool {
+		return subscribedTo(stream)() && b.activeOn(0)+b.activeOn(1) == 1
+	}, status)
 	onReplica := 0
 	if b.activeOn(1) == 1 {
 		onReplica = 1

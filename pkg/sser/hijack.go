@@ -299,6 +299,15 @@ func (s *ServerImpl) serveHijacked(w http.ResponseWriter, sub *subscriber, relea
 	}
 	sub.mu.Unlock()
 	s.writers.watchConn(sub)
+	s.scheduleConn(sub, now, expires)
+	s.writeConn(sub, head)
+	return true
+}
+
+// scheduleConn puts a hijacked connection handed over at now in the
+// hub's clock: its heartbeats, its maximum connection time (jittered),
+// and its credential's expiry.
+func (s *ServerImpl) scheduleConn(sub *subscriber, now int64, expires time.Time) {
 	beat := s.hub.beat
 	s.hub.clock.set(sub, func(t *subTimers) {
 		t.beatAt = beat.next(now)
@@ -311,8 +320,6 @@ func (s *ServerImpl) serveHijacked(w http.ResponseWriter, sub *subscriber, relea
 			}
 		}
 	})
-	s.writeConn(sub, head)
-	return true
 }
 
 func (p *connWriters) watchConn(sub *subscriber) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -284,18 +283,7 @@ func (s *ServerImpl) serveWS(ctx context.Context, w http.ResponseWriter, r *http
 	sub.mu.Unlock()
 	pending := len(c.pending) > 0
 	polled := s.canPoll(ctx, conn) && s.writers.watchReadable(sub)
-	beat := s.hub.beat
-	s.hub.clock.set(sub, func(t *subTimers) {
-		t.beatAt = beat.next(now)
-		if d := s.opts.MaxConnectionTime; d > 0 {
-			t.endAt = now + int64(d-rand.N(d/5+1))
-		}
-		if !expires.IsZero() {
-			if at := now + int64(expiryDelay(expires)); t.endAt == 0 || at < t.endAt {
-				t.endAt, t.expiry = at, true
-			}
-		}
-	})
+	s.scheduleConn(sub, now, expires)
 	s.writeWS(sub)
 	if polled {
 		if pending {
@@ -838,28 +826,12 @@ func lastIDFrame(frames [][]byte) []byte {
 	return nil
 }
 
-// writeWSFrames writes frames joined into writes of up to writeChunk
-// bytes (a larger frame alone), and counts their bytes.
+// writeWSFrames writes frames, WebSocket frames whole, joined into writes
+// of up to writeChunk bytes, and counts their bytes.
 func writeWSFrames(conn net.Conn, frames [][]byte, m *metrics) error {
-	bp := batchPool.Get().(*[]byte)
-	defer batchPool.Put(bp)
-	written := 0
-	defer func() { m.bytesWritten.Add(float64(written)) }()
-	for i := 0; i < len(frames); {
-		b := (*bp)[:0]
-		for ; i < len(frames) && (len(b) == 0 || len(b)+len(frames[i]) <= writeChunk); i++ {
-			b = append(b, frames[i]...)
-		}
-		if cap(b) <= maxPooledBatch {
-			*bp = b[:0]
-		}
-		n, err := conn.Write(b)
-		written += n
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	n, err := writeJoined(conn, frames)
+	m.bytesWritten.Add(float64(n))
+	return err
 }
 
 // endWS unsubscribes a WebSocket connection, stops watching it, and
