@@ -62,7 +62,10 @@ type Options struct {
 
 	// AllowStream, when set, decides whether a request may subscribe to a
 	// stream. A refused subscription is answered 204 No Content, which tells
-	// EventSource and other SSE clients to stop reconnecting.
+	// EventSource and other SSE clients to stop reconnecting. For a
+	// WebSocket r is the upgrade request, kept with the connection for the
+	// streams it subscribes later; a refusal is a 403 before the upgrade,
+	// a 4403 close after it.
 	AllowStream func(r *http.Request, stream string) bool
 	// AuthOptions authenticate subscribers and publishers (auth.go).
 	AuthOptions

@@ -379,6 +379,8 @@ func (s *ServerImpl) wsFirstSubscribe(ctx context.Context, conn net.Conn, c *wsC
 		switch {
 		case errors.As(err, &werr):
 			return wsClientMessage{}, werr
+		case ctx.Err() != nil:
+			return wsClientMessage{}, &wsError{code: ws.StatusGoingAway, msg: "server stopping"}
 		case isTimeout(err):
 			return wsClientMessage{}, &wsError{code: WSCloseTimeout, msg: "no subscribe within " + wsSubscribeWait.String() + " of connecting"}
 		case err != nil:
