@@ -27,3 +27,7 @@ echo "test: KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS} SSER_HELM=${SSER_HELM} SSER
 # -p 2: the process-based suites each start several replicas and a control
 # plane; more at once on two cores only makes every one of them slower.
 go test -race -count=1 -p 2 -timeout 40m "$@" ./...
+# Other projects' SSE clients against sser (a module of its own).
+if [[ $# -eq 0 ]]; then
+  (cd test/interop && go test -race -count=1 ./...)
+fi

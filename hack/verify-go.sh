@@ -11,6 +11,7 @@ if [[ -n ${unformatted} ]]; then
   fail=1
 fi
 go vet ./... || fail=1
+(cd test/interop && go vet ./...) || fail=1
 cp go.mod /tmp/sser-go.mod.$$ && cp go.sum /tmp/sser-go.sum.$$
 go mod tidy
 if ! git diff --quiet -- go.mod go.sum; then

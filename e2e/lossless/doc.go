@@ -10,9 +10,14 @@
 // that, like a Service, sends each new connection to a replica whose /readyz
 // answers 200, so a client that loses its replica reconnects elsewhere.
 // Subscribers are the project's Go clients (pkg/client for SSE, pkg/wsclient
-// for WebSocket) and headless Chromium's EventSource and WebSocket.
+// for WebSocket) and headless Chromium: its EventSource and WebSocket, and
+// the playground (the demo page) and the status page, driven over the
+// DevTools protocol (chromedp), which read the page's DOM and take
+// screenshots (saved in the test's temporary directory, and in
+// $SSER_ARTIFACTS when set).
 //
 // The browser tests need Chromium (hack/install-chromium.sh installs
-// Debian's package); without it they skip, or fail when
-// SSER_REQUIRE_REAL=1. Every other test needs only the Go toolchain.
+// Debian's package; SSER_CHROMIUM names another); without it they skip, or
+// fail when SSER_REQUIRE_REAL=1. Every other test needs only the Go
+// toolchain.
 package lossless

@@ -548,8 +548,13 @@ func subscribe(t *testing.T, name, u string, opts ...client.Option) *recorder {
 				r.lost = append(r.lost, ev.Data)
 				return nil
 			}
-			r.msgs = append(r.msgs, ev.Data)
-			r.seen[ev.Data]++
+			msg := ev.Data
+			if ev.Stream != "" {
+				// A pattern subscription names each event's stream.
+				msg = ev.Stream + " " + msg
+			}
+			r.msgs = append(r.msgs, msg)
+			r.seen[msg]++
 			return nil
 		}),
 		client.WithConnectHandler(func(resp *http.Response) {

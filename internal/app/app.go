@@ -33,8 +33,10 @@ Run "sser <command> --help" for a command's flags.
 const serveUsage = `Usage: sser serve [flags]
 
 Runs one replica: SSE subscribers on --frontend-addr, peers, publishers,
-probes and metrics on --internal-addr. Every flag can also be set by the
-environment variable named in brackets.
+probes, metrics and the live status page (/status) on --internal-addr.
+Every flag can also be set by the environment variable named in brackets.
+--demo-page also serves a playground at / on the frontend, and with it
+publishing there (POST /demo/publish).
 
 Flags:
 `

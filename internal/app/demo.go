@@ -1,68 +1,66 @@
 package app
 
 import (
+	"bytes"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
 	"html/template"
+	"net"
 	"net/http"
+	"regexp"
+	"strings"
+	"time"
 
 	"github.com/sser-dev/sser/pkg/sser"
 )
 
-var demoTemplate = template.Must(template.New("demo").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>sser demo</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
-code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px}
-#log{border:1px solid #ccc;height:22rem;overflow:auto;padding:.5rem;font-family:monospace;font-size:.9rem}
-.meta{color:#777}.lost{color:#b00}
-</style></head><body>
-<h1>sser</h1>
-<p>Replica origin <code>{{.Origin}}</code>, peers <code>{{.Peers}}</code>.</p>
-<form id="f">Stream <input id="stream" value="demo" pattern="[A-Za-z0-9._~:@/-]{1,128}" required>
-<button>Subscribe</button> <span id="state" class="meta">not connected</span><br>
-<label>Ticket or token <input id="cred" size="40" autocomplete="off" placeholder="only when the replicas authenticate subscribers"></label></form>
-<p>Publish from a terminal: <code>sser pub --stream demo 'hello'</code> or
-<code>curl -H 'Content-Type: application/json' -d '{"stream":"demo","msg":"hello"}' localhost:7000/api/json/v1/publish</code></p>
-<div id="log" aria-live="polite"></div>
-<script>
-let es;
-const log = document.getElementById('log'), state = document.getElementById('state');
-function line(text, cls) {
-  const d = document.createElement('div'); d.textContent = text; if (cls) d.className = cls;
-  log.appendChild(d); log.scrollTop = log.scrollHeight;
-}
-const params = new URLSearchParams(location.search), credInput = document.getElementById('cred');
-credInput.value = params.get('ticket') || params.get('access_token') || '';
-let lastId = '';
-// A ticket ("t1.…") goes in ?ticket=, a JWT in ?access_token=; EventSource
-// reconnects with the same URL until the credential expires.
-function credQuery() {
-  const c = credInput.value.trim();
-  if (!c) return '';
-  return (c.startsWith('t1.') ? '&ticket=' : '&access_token=') + encodeURIComponent(c);
-}
-function subscribe(stream) {
-  if (es) es.close();
-  es = new EventSource('events?stream=' + encodeURIComponent(stream) + credQuery() + (lastId ? '&lastEventID=' + encodeURIComponent(lastId) : ''));
-  es.onopen = () => { state.textContent = 'connected to ' + stream; };
-  es.onerror = () => {
-    // After a 401 or 403 the browser gives up (readyState CLOSED).
-    state.textContent = es.readyState === EventSource.CLOSED ? 'refused: paste a valid ticket or token and subscribe again' : 'reconnecting…';
-  };
-  es.addEventListener('{{.ExpiredEvent}}', () => { es.close(); state.textContent = 'credential expired: paste a new ticket or token and subscribe again'; });
-  es.onmessage = (e) => { lastId = e.lastEventId; line(new Date().toLocaleTimeString() + '  ' + e.data); };
-  es.addEventListener('{{.LostEvent}}', (e) => line('some events were lost: ' + e.data, 'lost'));
-}
-document.getElementById('f').onsubmit = (e) => { e.preventDefault(); subscribe(document.getElementById('stream').value); };
-subscribe(new URLSearchParams(location.search).get('stream') || 'demo');
-</script></body></html>
-`))
+// demoHTML is the playground served at / with --demo-page: it subscribes
+// to streams, shows every event, and publishes through DemoPublishPath.
+//
+//go:embed demo.html
+var demoHTML string
 
-// demoPage serves a page that subscribes to a stream with EventSource.
-func demoPage(srv *sser.ServerImpl) http.Handler {
+var (
+	demoTemplate = template.Must(template.New("demo").Parse(demoHTML))
+	// The page's script and style have no template actions, so they are
+	// the same on every page served (html/template drops their comments)
+	// and can be allowed by hash.
+	demoCSP = inlineCSP(renderedDemo())
+)
+
+func renderedDemo() []byte {
+	var b bytes.Buffer
+	if err := demoTemplate.Execute(&b, map[string]any{}); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+// DemoPublishPath is where the demo page publishes, on the frontend: the
+// same handler as the internal publish endpoint (credentials, validation,
+// limits, answers), reached in process.
+const DemoPublishPath = "/demo/publish"
+
+// demo serves the demo page and its publish endpoint.
+type demo struct {
+	srv *sser.ServerImpl
+	// tokenRequired says publishing needs a token on these replicas.
+	tokenRequired bool
+	// readTimeout bounds reading a publish's body: the frontend has no
+	// read timeout of its own (its subscriptions are long-lived).
+	readTimeout time.Duration
+}
+
+func newDemo(srv *sser.ServerImpl, o *Options) *demo {
+	return &demo{srv: srv, tokenRequired: o.PublishToken != "" || o.InternalToken != "", readTimeout: o.InternalReadTimeout}
+}
+
+// page serves the playground at /.
+func (d *demo) page() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
-			http.NotFound(w, r)
+			notFound(w, r)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -72,8 +70,93 @@ func demoPage(srv *sser.ServerImpl) http.Handler {
 			_, _ = w.Write([]byte(`{"error":"method not allowed"}` + "\n"))
 			return
 		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
-		_ = demoTemplate.Execute(w, map[string]any{"Origin": srv.Origin(), "Peers": srv.Peers(), "LostEvent": sser.LostEventType, "ExpiredEvent": sser.ExpiredEventType})
+		internal := internalURL(r, d.srv.InternalAddr())
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", demoCSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		_ = demoTemplate.Execute(w, map[string]any{
+			"Origin": d.srv.Origin(), "LostEvent": sser.LostEventType, "ExpiredEvent": sser.ExpiredEventType,
+			"InternalURL": internal, "PublishURL": internal + sser.PublishURLPath, "TokenRequired": d.tokenRequired,
+		})
 	})
+}
+
+// publish hands a POST to the server's own publish handler, so a publish
+// from the page is checked and answered exactly as one on the internal
+// port (the publish token, when one is set, included). With no publish
+// token, only a client on this machine may publish through the frontend
+// (a browser on the same host, or kubectl port-forward, which connects
+// from the pod's loopback): the frontend is the public port.
+func (d *demo) publish() http.Handler {
+	internal := d.srv.InternalHandler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !d.tokenRequired && !fromLoopback(r) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"error":"publishing through the demo page is open to clients on this machine only while no publish token is set (--publish-token-file); publish on the internal port"}` + "\n"))
+			return
+		}
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d.readTimeout))
+		in := r.Clone(r.Context())
+		in.URL.Path, in.URL.RawPath, in.RequestURI = sser.PublishURLPath, "", sser.PublishURLPath
+		internal.ServeHTTP(w, in)
+	})
+}
+
+// hostRE is what a Host header may hold to be shown back on the page.
+var hostRE = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?$`)
+
+// internalURL is the base URL of the internal listener bound to bound, as
+// a reader of the page can reach it: the bound address, or for a wildcard
+// address the host the page was loaded from with the internal port.
+func internalURL(r *http.Request, bound string) string {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return "http://localhost:7000"
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+		if hostRE.MatchString(r.Host) {
+			host = r.Host
+			if h, _, err := net.SplitHostPort(r.Host); err == nil {
+				host = h
+			}
+			host = strings.Trim(host, "[]")
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// inlineCSP is a Content-Security-Policy for a page whose only style and
+// script are its inline <style> and <script> elements: they are allowed by
+// hash; other requests may go to the page's own origin only.
+func inlineCSP(page []byte) string {
+	hash := func(open, end string) string {
+		_, rest, ok := bytes.Cut(page, []byte(open))
+		if !ok {
+			return "'none'"
+		}
+		body, _, ok := bytes.Cut(rest, []byte(end))
+		if !ok {
+			return "'none'"
+		}
+		sum := sha256.Sum256(body)
+		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	}
+	return "default-src 'none'; script-src " + hash("<script>", "</script>") + "; style-src " + hash("<style>", "</style>") +
+		"; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}
+
+// fromLoopback reports whether the request's connection comes from a
+// loopback address (never a forwarded-for header: anyone can write one).
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

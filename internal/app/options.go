@@ -42,6 +42,7 @@ type Options struct {
 
 	Heartbeat         time.Duration
 	Retry             time.Duration
+	ConnectPreamble   bool
 	MaxConnectionTime time.Duration
 	WriteTimeout      time.Duration
 	SubscriberQueue   int
@@ -52,6 +53,7 @@ type Options struct {
 	CORSOrigins       []string
 	WebSocket         bool
 	AllowedStreams    []string
+	Compression       string
 	HistorySize       int
 	HistoryAge        time.Duration
 
@@ -108,9 +110,11 @@ func NewOptions() *Options {
 		FrontendAddr:        ":8000",
 		InternalAddr:        ":7000",
 		PeerFinder:          FinderAuto,
+		Compression:         sser.CompressionOff,
 		Selector:            "app.kubernetes.io/name=sser",
 		Heartbeat:           d.Heartbeat,
 		Retry:               d.Retry,
+		ConnectPreamble:     true,
 		WriteTimeout:        d.WriteTimeout,
 		SubscriberQueue:     d.SubscriberQueue,
 		PeerBatch:           d.PeerBatch,
@@ -294,16 +298,18 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.str(&o.PeerFinder, "peer-finder", "SSER_PEER_FINDER", "how peers are found: auto (kubernetes in a pod or with --kubeconfig, else local), kubernetes, local or static")
 	e.list(&o.Peers, "peers", "SSER_PEERS", "peer IPs for --peer-finder=static, this replica's included")
 	e.str(&o.PodIP, "pod-ip", "POD_IP", "this replica's own IP in the peer set (delivered to in process); default the host of --internal-addr, or 127.0.0.1 with the local finder")
-	e.str(&o.PodName, "pod-name", "POD_NAME", "this replica's pod name, for logs")
+	e.str(&o.PodName, "pod-name", "POD_NAME", "this replica's pod name, for logs and the status page")
 	e.str(&o.Namespace, "namespace", "POD_NAMESPACE", "namespace whose pods are peers; default the in-cluster namespace or the kubeconfig's")
 	e.str(&o.Selector, "selector", "SSER_SELECTOR", "label selector of the peer pods")
 	e.str(&o.Kubeconfig, "kubeconfig", "KUBECONFIG", "kubeconfig file, for running outside a cluster")
 	// Subscribers.
 	e.dur(&o.Heartbeat, "heartbeat", "SSER_HEARTBEAT", "interval of heartbeat comments on idle SSE connections and of WebSocket pings")
 	e.dur(&o.Retry, "retry", "SSER_RETRY", "reconnection delay sent to SSE clients")
+	e.boolean(&o.ConnectPreamble, "connect-preamble", "SSER_CONNECT_PREAMBLE", "send the retry field and an id-only frame on connect, so a client has a resume point before its first event (false for clients that dispatch frames without data as empty events; a subscriber may pass ?preamble=0 or 1)")
 	e.dur(&o.MaxConnectionTime, "max-connection-time", "SSER_MAX_CONNECTION_TIME", "end subscriber connections after about this long (jittered), 0 = never")
 	e.dur(&o.WriteTimeout, "write-timeout", "SSER_WRITE_TIMEOUT", "limit on one write to a subscriber")
 	e.integer(&o.SubscriberQueue, "subscriber-queue", "SSER_SUBSCRIBER_QUEUE", "events queued for one subscriber before it is disconnected")
+	e.str(&o.Compression, "compression", "SSER_COMPRESSION", "gzip: compress SSE responses for clients that send Accept-Encoding: gzip (each event is deflated once for all of them); off: never")
 	e.list(&o.CORSOrigins, "cors-origins", "SSER_CORS_ORIGINS", "browser origins allowed to subscribe cross-origin; * for any")
 	e.boolean(&o.WebSocket, "websocket", "SSER_WEBSOCKET", "serve WebSocket subscriptions on the SSE path (GET /events with Upgrade: websocket)")
 	e.list(&o.AllowedStreams, "allowed-streams", "SSER_ALLOWED_STREAMS", "glob patterns (path.Match) of the streams clients may subscribe to; others get 204 No Content (empty allows all)")
@@ -352,7 +358,7 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.dur(&o.ShutdownTimeout, "shutdown-timeout", "SSER_SHUTDOWN_TIMEOUT", "after the drain, how long the listeners get to close")
 	e.str(&o.LogLevel, "log-level", "SSER_LOG_LEVEL", "debug, info, warn or error")
 	e.str(&o.LogFormat, "log-format", "SSER_LOG_FORMAT", "json, text, or auto (text on a terminal, else json)")
-	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo page at / on the frontend")
+	e.boolean(&o.DemoPage, "demo-page", "SSER_DEMO_PAGE", "serve the demo playground at / on the frontend. It also exposes PUBLISHING on the frontend (POST /demo/publish, with the publish token when one is set, else from loopback clients only): for trying sser out, not for a public port")
 	// Subscriber authentication (secrets from files or variables).
 	o.Auth.flags(e)
 	return e.errs
@@ -376,6 +382,11 @@ func (o *Options) Validate() []error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--peer-finder %q: want auto, kubernetes, local or static", o.PeerFinder))
+	}
+	switch o.Compression {
+	case sser.CompressionOff, sser.CompressionGzip:
+	default:
+		errs = append(errs, fmt.Errorf("--compression %q: want gzip or off", o.Compression))
 	}
 	for _, p := range o.Peers {
 		if net.ParseIP(p) == nil {

@@ -194,6 +194,7 @@ func TestValidateCollectsEveryProblem(t *testing.T) {
 		{"defaults", func(*Options) {}, nil},
 		{"bad addr", func(o *Options) { o.FrontendAddr = "8000" }, []string{"--frontend-addr"}},
 		{"bad finder", func(o *Options) { o.PeerFinder = "dns" }, []string{"--peer-finder"}},
+		{"bad compression", func(o *Options) { o.Compression = "br" }, []string{"--compression"}},
 		{"static needs peers", func(o *Options) { o.PeerFinder = FinderStatic }, []string{"--peers"}},
 		{"bad stream pattern", func(o *Options) { o.AllowedStreams = []string{"news.*", "["} }, []string{"--allowed-streams"}},
 		{"bad peer and pod ip", func(o *Options) { o.Peers = []string{"host"}; o.PodIP = "x" }, []string{"--peers", "--pod-ip"}},

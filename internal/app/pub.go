@@ -60,6 +60,7 @@ type pubEvent struct {
 	Stream string `json:"stream"`
 	Msg    string `json:"msg"`
 	Event  string `json:"event,omitempty"`
+	Retain bool   `json:"retain,omitempty"`
 }
 
 // RunPub is `sser pub`: it publishes the message in args, or one event per
@@ -82,6 +83,8 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	key := fs.String("idempotency-key", "", "sent as the Idempotency-Key header, so a retried publish is applied once (1-128 printable ASCII characters; from stdin, the n-th event gets <key>.<n>)")
 	retries := fs.Int("retries", 3, "how many times to retry a publish answered 503 with Retry-After")
 	quiet := fs.Bool("quiet", false, "print nothing on success")
+	retain := fs.Bool("retain", false, "make the event the stream's retained state: new subscribers get it first")
+	clearRetained := fs.Bool("clear-retained", false, "clear the stream's retained state (no message)")
 	if err := parseFlags(fs, args, stdout, pubUsage); err != nil {
 		return err
 	}
@@ -109,8 +112,16 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			sum.print(stderr, *stream)
 		}
 	}()
+	if *clearRetained {
+		if fs.NArg() > 0 || *retain {
+			return &usageError{msg: "--clear-retained takes no message and no --retain"}
+		}
+		ans, err := p.publish(ctx, pubEvent{Stream: *stream, Retain: true}, *key)
+		sum.add(ans)
+		return err
+	}
 	if fs.NArg() > 0 {
-		ans, err := p.publish(ctx, pubEvent{Stream: *stream, Msg: strings.Join(fs.Args(), " "), Event: *event}, *key)
+		ans, err := p.publish(ctx, pubEvent{Stream: *stream, Msg: strings.Join(fs.Args(), " "), Event: *event, Retain: *retain}, *key)
 		sum.add(ans)
 		return err
 	}
@@ -127,7 +138,7 @@ func RunPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		if *key != "" {
 			k = fmt.Sprintf("%s.%d", *key, n)
 		}
-		ans, err := p.publish(ctx, pubEvent{Stream: *stream, Msg: line, Event: *event}, k)
+		ans, err := p.publish(ctx, pubEvent{Stream: *stream, Msg: line, Event: *event, Retain: *retain}, k)
 		if err != nil {
 			return fmt.Errorf("line %d: %w", n, err)
 		}

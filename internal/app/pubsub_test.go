@@ -724,3 +724,68 @@ func TestRunSubResumesAcrossReplicaRestart(t *testing.T) {
 		t.Fatalf("stderr does not show the reconnections: %s", stderr.String())
 	}
 }
+
+// A subscription of several streams or a pattern names each event's
+// stream, in text and in JSON.
+func TestRunSubNamesStreams(t *testing.T) {
+	script := func(n int, w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
+		subSSE(w, "retry: 5\nid: o.0\n\nid: o.1\nstream: prices/BTC\ndata: 1\n\nid: o.2\nevent: tick\nstream: prices/ETH\ndata: 2\n\n")
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--count", "2"}, "prices/BTC: 1\nprices/ETH: [tick] 2\n"},
+		{[]string{"--count", "2", "--json"}, `{"id":"o.1","stream":"prices/BTC","event":"message","data":"1"}` + "\n" + `{"id":"o.2","stream":"prices/ETH","event":"tick","data":"2"}` + "\n"},
+	} {
+		srv := newSubServer(t, script)
+		var stdout, stderr bytes.Buffer
+		if err := RunSub(t.Context(), append([]string{"--url", srv.URL, "--stream", "prices/*"}, tc.args...), &stdout, &stderr); err != nil {
+			t.Fatalf("err = %v; stderr: %s", err, stderr.String())
+		}
+		if stdout.String() != tc.want {
+			t.Errorf("stdout = %q, want %q", stdout.String(), tc.want)
+		}
+		srv.mu.Lock()
+		if q := srv.queries[0]; q != "/events?stream=prices%2F%2A" {
+			t.Errorf("query %q", q)
+		}
+		srv.mu.Unlock()
+	}
+}
+
+// --retain marks the event as the stream's retained state; --clear-retained
+// clears it and takes no message.
+func TestRunPubRetain(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"accepted":1,"origin":"o1","first":1,"last":1}`)
+	}))
+	defer srv.Close()
+	for _, args := range [][]string{{"--retain", "state"}, {"--clear-retained"}} {
+		var stdout, stderr bytes.Buffer
+		if err := RunPub(t.Context(), append([]string{"--url", srv.URL, "--stream", "s"}, args...), strings.NewReader(""), &stdout, &stderr); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{`{"stream":"s","msg":"state","retain":true}`, `{"stream":"s","msg":"","retain":true}`}; len(bodies) != 2 || strings.TrimSpace(bodies[0]) != want[0] || strings.TrimSpace(bodies[1]) != want[1] {
+		t.Fatalf("bodies %q, want %q", bodies, want)
+	}
+	var stderr bytes.Buffer
+	err := RunPub(t.Context(), []string{"--url", srv.URL, "--stream", "s", "--clear-retained", "x"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--clear-retained takes no message") {
+		t.Fatalf("--clear-retained with a message: %v", err)
+	}
+}

@@ -77,15 +77,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	r := mux.NewRouter()
 	r.Handle("/events", srv.ClientConnectionHandler(runCtx))
 	if o.DemoPage {
-		r.Handle("/", demoPage(srv))
+		// The page publishes through the frontend: with it on, the
+		// frontend takes publishes as the internal port does.
+		d := newDemo(srv, o)
+		r.Handle("/", d.page())
+		r.Handle(DemoPublishPath, d.publish())
 	}
 	r.NotFoundHandler = http.HandlerFunc(notFound)
 	front := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- front.Serve(ln) }()
 	log.Info("sser serving", "frontend", ln.Addr().String(), "internal", srv.InternalAddr(), "podIP", so.PodIP, "origin", srv.Origin())
-	fmt.Fprintf(stdout, "sser: subscribe at http://%s/events?stream=demo, publish at http://%s%s\n",
-		displayAddr(ln.Addr()), displayAddr(mustAddr(srv.InternalAddr())), sser.PublishURLPath)
+	internal := displayAddr(mustAddr(srv.InternalAddr()))
+	fmt.Fprintf(stdout, "sser: subscribe at http://%s/events?stream=demo, publish at http://%s%s, status at http://%s%s\n",
+		displayAddr(ln.Addr()), internal, sser.PublishURLPath, internal, sser.StatusPagePath)
 
 	select {
 	case err := <-serveErr:

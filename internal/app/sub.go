@@ -43,9 +43,10 @@ var subErrDone = errors.New("sser: received the requested number of events")
 
 // subJSONEvent is one --json output line.
 type subJSONEvent struct {
-	ID    string `json:"id"`
-	Event string `json:"event"`
-	Data  string `json:"data"`
+	ID     string `json:"id"`
+	Stream string `json:"stream,omitempty"`
+	Event  string `json:"event"`
+	Data   string `json:"data"`
 }
 
 // RunSub is `sser sub`: it prints the events of the given streams until ctx
@@ -165,9 +166,14 @@ type subPrinter struct {
 
 func (p *subPrinter) print(ev client.Event) error {
 	if p.json {
-		return p.enc.Encode(subJSONEvent{ID: ev.ID, Event: ev.Type, Data: ev.Data})
+		return p.enc.Encode(subJSONEvent{ID: ev.ID, Stream: ev.Stream, Event: ev.Type, Data: ev.Data})
 	}
 	var b strings.Builder
+	if ev.Stream != "" {
+		// A subscription of several streams or of patterns: name each
+		// event's stream.
+		b.WriteString(ev.Stream + ": ")
+	}
 	if ev.Type != client.DefaultEventType {
 		b.WriteString("[" + ev.Type + "] ")
 	}

@@ -13,9 +13,10 @@ import (
 
 // Event is one dispatched SSE event.
 type Event struct {
-	ID    string // the last event ID after this event
-	Event string // type; "message" when none was given
-	Data  string
+	ID     string // the last event ID after this event
+	Event  string // type; "message" when none was given
+	Data   string
+	Stream string // the stream field, sent for subscriptions of several streams
 }
 
 // Sub is one SSE connection.
@@ -90,7 +91,7 @@ func (s *Sub) read() {
 	defer s.Resp.Body.Close()
 	br := bufio.NewReaderSize(s.Resp.Body, 64<<10)
 	var data []string
-	var typ string
+	var typ, stream string
 	hasData := false
 	for {
 		line, err := br.ReadString('\n')
@@ -109,9 +110,9 @@ func (s *Sub) read() {
 				if typ == "" {
 					typ = "message"
 				}
-				s.Events <- Event{ID: id, Event: typ, Data: strings.Join(data, "\n")}
+				s.Events <- Event{ID: id, Event: typ, Data: strings.Join(data, "\n"), Stream: stream}
 			}
-			data, typ, hasData = nil, "", false
+			data, typ, stream, hasData = nil, "", "", false
 			continue
 		}
 		if strings.HasPrefix(line, ":") {
@@ -128,6 +129,8 @@ func (s *Sub) read() {
 			hasData = true
 		case "event":
 			typ = value
+		case "stream":
+			stream = value
 		case "id":
 			s.mu.Lock()
 			s.lastID = value

@@ -11,6 +11,10 @@ type Event struct {
 	Type string
 	// Data is the data lines of the event joined with LF.
 	Data string
+	// Stream is the event's stream when the server names it: sser does
+	// for a subscription of several streams or of patterns, with a
+	// "stream" field that other parsers ignore. Empty otherwise.
+	Stream string
 }
 
 // DefaultEventType is the type of an event that has no event field.

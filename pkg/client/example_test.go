@@ -156,6 +156,6 @@ func ExampleParser() {
 	}
 	// Output:
 	// {ID:7 Type:add Data:a
-	// b}
+	// b Stream:}
 	// EOF 7
 }

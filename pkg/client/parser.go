@@ -55,9 +55,10 @@ type Parser struct {
 	buf      []byte
 	pos, end int
 
-	line []byte // the current line when it spans reads
-	data []byte // data buffer, each value followed by LF
-	typ  []byte // event type buffer
+	line   []byte // the current line when it spans reads
+	data   []byte // data buffer, each value followed by LF
+	typ    []byte // event type buffer
+	stream []byte // stream field buffer (an sser extension)
 
 	idBuf  string // last event ID buffer (set by id fields)
 	lastID string // last event ID string (set at dispatch)
@@ -156,7 +157,7 @@ func (p *Parser) Next() (Event, error) {
 // grow checks that n more bytes of the current line keep the event within
 // the maximum size.
 func (p *Parser) grow(n int) error {
-	if len(p.line)+len(p.data)+len(p.typ)+n > p.max {
+	if len(p.line)+len(p.data)+len(p.typ)+len(p.stream)+n > p.max {
 		return ErrEventTooLarge
 	}
 	return nil
@@ -235,6 +236,8 @@ func (p *Parser) processLine(line []byte) (ev Event, ok bool, err error) {
 	switch string(field) {
 	case "event":
 		p.typ = append(p.typ[:0], value...)
+	case "stream":
+		p.stream = append(p.stream[:0], value...)
 	case "data":
 		p.data = append(p.data, value...)
 		p.data = append(p.data, '\n')
@@ -259,6 +262,7 @@ func (p *Parser) dispatch() (Event, bool) {
 	p.lastID = p.idBuf
 	if len(p.data) == 0 {
 		p.typ = p.typ[:0]
+		p.stream = p.stream[:0]
 		if changed && p.cfg.OnLastEventID != nil {
 			p.cfg.OnLastEventID(p.lastID)
 		}
@@ -268,7 +272,10 @@ func (p *Parser) dispatch() (Event, bool) {
 	if len(p.typ) > 0 {
 		ev.Type = string(p.typ)
 	}
-	p.data, p.typ = p.data[:0], p.typ[:0]
+	if len(p.stream) > 0 {
+		ev.Stream = string(p.stream)
+	}
+	p.data, p.typ, p.stream = p.data[:0], p.typ[:0], p.stream[:0]
 	if cap(p.data) > keepBufferCap {
 		p.data = nil
 	}

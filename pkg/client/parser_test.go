@@ -104,6 +104,8 @@ func TestParserRules(t *testing.T) {
 		{name: "bom then nothing", in: "\uFEFF"},
 		{name: "partial bom is not a bom", in: "\xEF\xBBdata: a\n\ndata: b\n\n", events: []Event{msg("", "b")}},
 		{name: "LF", in: "data: a\ndata: b\n\n", events: []Event{msg("", "a\nb")}},
+		{name: "stream field", in: "id: 1\nevent: t\nstream: prices/BTC\ndata: a\n\ndata: b\n\n", events: []Event{{ID: "1", Type: "t", Data: "a", Stream: "prices/BTC"}, msg("1", "b")}},
+		{name: "stream field without data dispatches nothing", in: "stream: x\n\ndata: b\n\n", events: []Event{msg("", "b")}},
 		{name: "CR", in: "data: a\rdata: b\r\r", events: []Event{msg("", "a\nb")}},
 		{name: "CRLF", in: "data: a\r\ndata: b\r\n\r\n", events: []Event{msg("", "a\nb")}},
 		{name: "mixed line ends", in: "data: a\r\n\rdata: b\n\r\ndata: c\r\r", events: []Event{msg("", "a"), msg("", "b"), msg("", "c")}},

@@ -118,6 +118,13 @@ func TestKubernetesRealMembership(t *testing.T) {
 	runMembership(t, cs, ns[0], ns[1], terminate)
 }
 
+// Pod names come with the IPs, and a name that changes on an IP that stays
+// is sent too: the server labels a peer's metrics by its pod name.
+func TestKubernetesRealNames(t *testing.T) {
+	cs := clientFor(t, realAPIServer(t))
+	runNames(t, cs, createNamespaces(t, cs, "names")[0])
+}
+
 func TestKubernetesRealRBAC(t *testing.T) {
 	admin := clientFor(t, realAPIServer(t))
 	nss := createNamespaces(t, admin, "rbac-granted", "rbac-none", "rbac-list-only")

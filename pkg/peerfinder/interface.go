@@ -19,6 +19,25 @@ type PeerFinder interface {
 	Start(ctx context.Context) ([]string, <-chan []string, error)
 }
 
+// Peer is one replica in the set: its IP address and, where the finder
+// knows it, a stable name for it (the Kubernetes finder's is the pod name).
+// Name is empty when the finder knows none; the IP then names the peer.
+type Peer struct {
+	IP   string `json:"ip"`
+	Name string `json:"name,omitempty"`
+}
+
+// NamedPeerFinder is a PeerFinder that also names its peers. The server
+// uses the names where an address would be a poor label: a pod's IP
+// changes on every rollout, its name says which pod it is.
+type NamedPeerFinder interface {
+	PeerFinder
+	// StartNamed is Start with each peer's name. The set is sorted by IP,
+	// one entry per IP, and a value is sent when an IP or a name changes.
+	// Start and StartNamed are alternatives: call one of them, once.
+	StartNamed(ctx context.Context) ([]Peer, <-chan []Peer, error)
+}
+
 var (
 	// ErrForbidden means the API server refused to list or watch pods: the
 	// identity lacks RBAC permission (get, list, watch on pods in the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,19 +76,33 @@ type kubeFinder struct {
 	logSet       bool
 }
 
+var _ NamedPeerFinder = (*kubeFinder)(nil)
+
 // Start checks that pods can be listed and watched, loads them, and then
 // follows changes until ctx ends.
 func (f *kubeFinder) Start(ctx context.Context) ([]string, <-chan []string, error) {
+	return follow(ctx, f, peerIPs, slices.Equal[[]string])
+}
+
+// StartNamed is Start with each peer's pod name.
+func (f *kubeFinder) StartNamed(ctx context.Context) ([]Peer, <-chan []Peer, error) {
+	return follow(ctx, f, peerList, slices.Equal[[]Peer])
+}
+
+// follow runs the informer and reports set(pods) of the selected pods, first
+// as it is and then each time it changes (by equal).
+func follow[T any](ctx context.Context, f *kubeFinder, set func([]*corev1.Pod) T, equal func(a, b T) bool) (T, <-chan T, error) {
+	var zero T
 	if !f.logSet {
 		f.log = logr.FromContextOrDiscard(ctx)
 	}
 	log := f.log.WithName("peerfinder").WithValues("namespace", f.namespace, "selector", f.selector)
 	selector, err := labels.Parse(f.selector)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w %q: %w", ErrInvalidSelector, f.selector, err)
+		return zero, nil, fmt.Errorf("%w %q: %w", ErrInvalidSelector, f.selector, err)
 	}
 	if err := f.preflight(ctx); err != nil {
-		return nil, nil, err
+		return zero, nil, err
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -108,11 +123,11 @@ func (f *kubeFinder) Start(ctx context.Context) ([]string, <-chan []string, erro
 	// large pod specs costs little memory.
 	if err := informer.SetTransform(slimPod); err != nil {
 		stop()
-		return nil, nil, fmt.Errorf("sser: peerfinder: set transform: %w", err)
+		return zero, nil, fmt.Errorf("sser: peerfinder: set transform: %w", err)
 	}
 	if err := informer.SetWatchErrorHandlerWithContext(watchErrorHandler(log, f.namespace)); err != nil {
 		stop()
-		return nil, nil, fmt.Errorf("sser: peerfinder: set watch error handler: %w", err)
+		return zero, nil, fmt.Errorf("sser: peerfinder: set watch error handler: %w", err)
 	}
 	changed := make(chan struct{}, 1)
 	poke := func() {
@@ -127,7 +142,7 @@ func (f *kubeFinder) Start(ctx context.Context) ([]string, <-chan []string, erro
 		DeleteFunc: func(any) { poke() },
 	}); err != nil {
 		stop()
-		return nil, nil, fmt.Errorf("sser: peerfinder: add event handler: %w", err)
+		return zero, nil, fmt.Errorf("sser: peerfinder: add event handler: %w", err)
 	}
 	factory.Start(runCtx.Done())
 
@@ -137,25 +152,25 @@ func (f *kubeFinder) Start(ctx context.Context) ([]string, <-chan []string, erro
 	if !synced {
 		stop()
 		if err := ctx.Err(); err != nil {
-			return nil, nil, fmt.Errorf("sser: peerfinder: waiting for the pod list: %w", err)
+			return zero, nil, fmt.Errorf("sser: peerfinder: waiting for the pod list: %w", err)
 		}
-		return nil, nil, fmt.Errorf("%w within %s in namespace %q", ErrNotSynced, f.startTimeout, f.namespace)
+		return zero, nil, fmt.Errorf("%w within %s in namespace %q", ErrNotSynced, f.startTimeout, f.namespace)
 	}
 
-	current := func() []string {
+	current := func() (T, bool) {
 		// The API server already filters by the selector; filtering the
 		// cache again costs little and keeps the set right if it did not.
 		pods, err := lister.Pods(f.namespace).List(selector)
 		if err != nil { // the cache lister does not fail; keep the last set if it ever does
 			log.Error(err, "Listing cached pods failed")
-			return nil
+			return zero, false
 		}
-		return peerIPs(pods)
+		return set(pods), true
 	}
-	initial := current()
+	initial, _ := current()
 	log.Info("Peer set loaded", "peers", initial)
 
-	out := make(chan []string)
+	out := make(chan T)
 	go func() {
 		defer close(out)
 		defer stop()
@@ -166,8 +181,8 @@ func (f *kubeFinder) Start(ctx context.Context) ([]string, <-chan []string, erro
 				return
 			case <-changed:
 			}
-			set := current()
-			if set == nil || slices.Equal(set, last) {
+			set, ok := current()
+			if !ok || equal(set, last) {
 				continue
 			}
 			// The informer never waits on this send: its handlers only
@@ -284,6 +299,24 @@ func peerIPs(pods []*corev1.Pod) []string {
 	}
 	slices.Sort(ips)
 	return slices.Compact(ips)
+}
+
+// peerList returns the pods that are peers, sorted by IP, one per IP: of
+// several pods with one IP (host-network pods), the first name in order.
+func peerList(pods []*corev1.Pod) []Peer {
+	out := make([]Peer, 0, len(pods))
+	for _, p := range pods {
+		if isPeer(p) {
+			out = append(out, Peer{IP: p.Status.PodIP, Name: p.Name})
+		}
+	}
+	slices.SortFunc(out, func(a, b Peer) int {
+		if c := strings.Compare(a.IP, b.IP); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return slices.CompactFunc(out, func(a, b Peer) bool { return a.IP == b.IP })
 }
 
 // slimPod keeps only what isPeer and the cache need.

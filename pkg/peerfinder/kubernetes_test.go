@@ -222,3 +222,37 @@ func TestKubernetesFakeClosesOnCancel(t *testing.T) {
 		}
 	}
 }
+
+func TestKubernetesFakeNames(t *testing.T) {
+	runNames(t, fake.NewClientset(), "sser")
+}
+
+func TestPeerList(t *testing.T) {
+	pod := func(name string, phase corev1.PodPhase, ip string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
+	}
+	tests := []struct {
+		name string
+		pods []*corev1.Pod
+		want []Peer
+	}{
+		{"none", nil, []Peer{}},
+		{"peers only, sorted by IP", []*corev1.Pod{
+			pod("c", corev1.PodRunning, "10.0.0.3"),
+			pod("p", corev1.PodPending, "10.0.0.2"),
+			pod("a", corev1.PodRunning, "10.0.0.1"),
+			pod("n", corev1.PodRunning, ""),
+		}, []Peer{{"10.0.0.1", "a"}, {"10.0.0.3", "c"}}},
+		{"one per IP, the first name", []*corev1.Pod{
+			pod("web-b", corev1.PodRunning, "10.0.0.1"),
+			pod("web-a", corev1.PodRunning, "10.0.0.1"),
+		}, []Peer{{"10.0.0.1", "web-a"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := peerList(tt.pods); !slices.Equal(got, tt.want) {
+				t.Errorf("peerList = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

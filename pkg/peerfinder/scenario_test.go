@@ -248,3 +248,81 @@ func runMembership(t *testing.T, cs kubernetes.Interface, ns, other string, term
 		}
 	}
 }
+
+// nextPeers returns the next named set from updates, failing the test if
+// none comes in time or the channel closes.
+func nextPeers(t *testing.T, updates <-chan []Peer) []Peer {
+	t.Helper()
+	timer := time.NewTimer(waitFor)
+	defer timer.Stop()
+	select {
+	case set, ok := <-updates:
+		if !ok {
+			t.Fatal("updates channel closed early")
+		}
+		return set
+	case <-timer.C:
+		t.Fatalf("no peer set update within %s", waitFor)
+		return nil
+	}
+}
+
+// runNames starts a named finder on ns and walks pods through changes of
+// membership and of names. Each step's update must be the next one sent,
+// so a step that sends nothing is proven by the step after it.
+func runNames(t *testing.T, cs kubernetes.Interface, ns string) {
+	a := podAPI{t: t, cs: cs}
+	a.create(ns, "sser-a", selected)
+	a.status(ns, "sser-a", corev1.PodRunning, "127.0.1.1")
+	a.create(ns, "sser-b", selected)
+	pf, ok := NewPeerFinder(cs, ns, peerSelector, WithStartTimeout(waitFor)).(NamedPeerFinder)
+	if !ok {
+		t.Fatal("the Kubernetes finder is not a NamedPeerFinder")
+	}
+	initial, updates, err := pf.StartNamed(t.Context())
+	if err != nil {
+		t.Fatalf("StartNamed: %v", err)
+	}
+	if want := []Peer{{"127.0.1.1", "sser-a"}}; !slices.Equal(initial, want) {
+		t.Fatalf("initial = %v, want %v", initial, want)
+	}
+	steps := []struct {
+		name string
+		do   func(a podAPI)
+		want []Peer
+	}{
+		{"a pod joins with its name", func(a podAPI) {
+			a.status(ns, "sser-b", corev1.PodRunning, "127.0.1.2")
+		}, []Peer{{"127.0.1.1", "sser-a"}, {"127.0.1.2", "sser-b"}}},
+		{"a status change that keeps IPs and names sends nothing (the next step's update comes first)", func(a podAPI) {
+			pod := a.get(ns, "sser-b")
+			pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue})
+			if _, err := a.cs.CoreV1().Pods(ns).UpdateStatus(a.t.Context(), pod, metav1.UpdateOptions{}); err != nil {
+				a.t.Fatal(err)
+			}
+		}, nil},
+		{"another pod on the same IP (host network) takes the IP under the first name in order", func(a podAPI) {
+			a.create(ns, "sser-0", selected)
+			a.status(ns, "sser-0", corev1.PodRunning, "127.0.1.2")
+		}, []Peer{{"127.0.1.1", "sser-a"}, {"127.0.1.2", "sser-0"}}},
+		{"it leaves and the IP has its old name again", func(a podAPI) {
+			a.delete(ns, "sser-0")
+		}, []Peer{{"127.0.1.1", "sser-a"}, {"127.0.1.2", "sser-b"}}},
+		{"a pod leaves", func(a podAPI) {
+			a.status(ns, "sser-a", corev1.PodSucceeded, "")
+		}, []Peer{{"127.0.1.2", "sser-b"}}},
+		{"its replacement reuses the IP under a new name", func(a podAPI) {
+			a.create(ns, "sser-c", selected)
+			a.status(ns, "sser-c", corev1.PodRunning, "127.0.1.1")
+		}, []Peer{{"127.0.1.1", "sser-c"}, {"127.0.1.2", "sser-b"}}},
+	}
+	for _, step := range steps {
+		step.do(podAPI{t: t, cs: cs})
+		if step.want == nil {
+			continue
+		}
+		if got := nextPeers(t, updates); !slices.Equal(got, step.want) {
+			t.Fatalf("%s: set = %v, want %v", step.name, got, step.want)
+		}
+	}
+}

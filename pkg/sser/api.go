@@ -18,7 +18,7 @@ import (
 )
 
 // InternalHandler serves the internal endpoints: peer delivery, publish,
-// history, probes and metrics. Start serves it on InternalAddr; mount it
+// history, probes, metrics and the status page. Start serves it on InternalAddr; mount it
 // yourself when InternalAddr is empty.
 func (s *ServerImpl) InternalHandler() http.Handler { return s.handler }
 
@@ -41,6 +41,9 @@ func (s *ServerImpl) internalRouter() http.Handler {
 	r.HandleFunc("/healthz", s.only("healthz", s.serveHealthz, http.MethodGet, http.MethodHead))
 	r.HandleFunc("/readyz", s.only("readyz", s.serveReadyz, http.MethodGet, http.MethodHead))
 	r.Handle("/metrics", s.only("metrics", s.MetricsHandler().ServeHTTP, http.MethodGet, http.MethodHead))
+	r.HandleFunc(StatusPagePath, s.only("status", s.serveStatusPage, http.MethodGet, http.MethodHead))
+	r.HandleFunc(StatusURLPath, s.only("status", s.serveStatusJSON, http.MethodGet, http.MethodHead))
+	r.HandleFunc(StatusEventsURLPath, s.only("status", s.serveStatusEvents, http.MethodGet))
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		s.writeError(w, req, "other", http.StatusNotFound, "no such endpoint: "+req.URL.Path, "")
 	})

@@ -47,11 +47,12 @@ type AuthOptions struct {
 
 // authorizeSubscribe authenticates a subscription to streams, answering the
 // request itself when it is refused. It returns when the credential
-// expires (zero: never). Neither the answer nor the log holds the
+// expires (zero: never) and the principal, whose grants also filter the
+// streams a pattern subscription matches. Neither the answer nor the log holds the
 // credential.
-func (s *ServerImpl) authorizeSubscribe(w http.ResponseWriter, r *http.Request, streams []string) (time.Time, bool) {
+func (s *ServerImpl) authorizeSubscribe(w http.ResponseWriter, r *http.Request, streams []string) (time.Time, *auth.Principal, bool) {
 	if s.opts.Authenticate == nil {
-		return time.Time{}, true
+		return time.Time{}, nil, true
 	}
 	p, err := s.subscriberPrincipal(r)
 	if err != nil {
@@ -59,17 +60,17 @@ func (s *ServerImpl) authorizeSubscribe(w http.ResponseWriter, r *http.Request, 
 		s.log.V(1).Info("subscriber not authenticated", "reason", err.Error(), "url", auth.RedactURL(r.URL), "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sser"`)
 		s.writeError(w, r, "events", http.StatusUnauthorized, msg, "")
-		return time.Time{}, false
+		return time.Time{}, nil, false
 	}
 	for _, name := range streams {
 		if !p.Allows(name) {
 			s.m.authFailures.WithLabelValues("events").Inc()
 			s.log.V(1).Info("subscription not granted", "stream", name, "subject", p.Subject, "url", auth.RedactURL(r.URL), "remote", r.RemoteAddr)
 			s.writeError(w, r, "events", http.StatusForbidden, "the credential does not grant stream "+strconv.Quote(name), "")
-			return time.Time{}, false
+			return time.Time{}, nil, false
 		}
 	}
-	return p.Expires, true
+	return p.Expires, p, true
 }
 
 // subscriberPrincipal authenticates a subscription's request (Authenticate

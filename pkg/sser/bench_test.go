@@ -81,8 +81,7 @@ func benchHubFanout(b *testing.B, ws bool) {
 					b.Fatal("hub refused a subscriber")
 				}
 				// Throw away the connect preamble (retry and id frames).
-				q := sub.take()
-				sub.recycle(q)
+				sub.recycle(sub.takeBatch())
 				select {
 				case <-sub.wake:
 				default:
@@ -94,11 +93,11 @@ func benchHubFanout(b *testing.B, ws bool) {
 					for {
 						select {
 						case <-sub.wake:
-							q := sub.take()
-							if len(q) > 0 && got.Add(int64(len(q))) == want {
+							b := sub.takeBatch()
+							if n := len(b.frames); n > 0 && got.Add(int64(n)) == want {
 								close(all)
 							}
-							sub.recycle(q)
+							sub.recycle(b)
 						case <-stop:
 							return
 						}
@@ -165,6 +164,64 @@ func BenchmarkDecodeEvents(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N*tc.events)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkObserveDelivery is what the delivery latency costs a writer:
+// one clock read and one histogram update per write (not per event).
+func BenchmarkObserveDelivery(b *testing.B) {
+	m := newMetrics(nil)
+	born := time.Now().UnixMicro()
+	b.ReportAllocs()
+	for b.Loop() {
+		m.observeDelivery(born)
+	}
+}
+
+// BenchmarkGzipEncode is a compressed connection's cost per frame written:
+// "shared", in step with its stream (the event's deflate is made once and
+// reused, as every subscriber after the first does), and "alone", each
+// frame deflated for the connection (what a connection out of step, or a
+// subscriber of several streams, pays).
+func BenchmarkGzipEncode(b *testing.B) {
+	const n = 256
+	ents := make([]*histEntry, n)
+	var prev []byte
+	for i := range ents {
+		ev := Event{Stream: "s", Msg: fmt.Sprintf(`%d 1767225600%09d {"type":"tick","sym":"ACME","px":%d.%02d,"bid":12.50,"ask":12.52,"vol":%d,"venue":"XNAS","cur":"USD","lot":100,"seq":%d}`, i, i*7919, 100+i%7, i%100, 1000+i*37, i)}
+		frame := encodeFrame(benchID, &ev)
+		ents[i] = &histEntry{frame: frame, gz: &gzShared{prev: prev}}
+		prev = frame
+	}
+	for _, e := range ents {
+		e.gz.bytes(e.frame) // made once, by the first subscriber
+	}
+	for _, mode := range []string{"shared", "alone"} {
+		b.Run(mode, func(b *testing.B) {
+			z := &gzStream{}
+			buf := make([]byte, 0, 64<<10)
+			raw, out := 0, 0
+			i := 0
+			for b.Loop() {
+				e := ents[i%n]
+				if i%n == 0 {
+					z.last = nil // the chain starts again
+				}
+				f := e.frame
+				if mode == "alone" {
+					f = append([]byte(nil), f...)
+				}
+				buf = z.encode(buf[:0], [][]byte{f}, []*histEntry{e})
+				if mode == "alone" {
+					z.last = e.frame // in step with nothing shared, but the same dictionary
+				}
+				raw += len(f)
+				out += len(buf)
+				i++
+			}
+			b.ReportMetric(float64(raw)/float64(i), "frame-B")
+			b.ReportMetric(float64(out)/float64(i), "wire-B")
 		})
 	}
 }

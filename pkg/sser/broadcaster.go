@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sser-dev/sser/pkg/peerfinder"
 )
 
 // broadcaster keeps one sender per peer. A sender is a cursor over the
@@ -58,27 +60,44 @@ func newBroadcaster(log logr.Logger, m *metrics, opts *Options, self string, pee
 	return b
 }
 
-// setPeers starts senders for new peers and stops those for peers that left.
+// setPeers is setNamedPeers for peers known by IP alone.
 func (b *broadcaster) setPeers(ctx context.Context, ips []string) {
+	b.setNamedPeers(ctx, unnamed(ips))
+}
+
+// setNamedPeers starts senders for new peers and stops those for peers
+// that left. A peer whose name changed (a new pod on the same IP) keeps its
+// sender and gets its metric series under the new name.
+func (b *broadcaster) setNamedPeers(ctx context.Context, peers []peerfinder.Peer) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return
 	}
-	b.set = append([]string(nil), ips...)
-	b.m.peers.Set(float64(len(ips)))
-	want := make(map[string]bool, len(ips))
-	for _, ip := range ips {
+	b.set = make([]string, len(peers))
+	for i, p := range peers {
+		b.set[i] = p.IP
+	}
+	b.m.peers.Set(float64(len(peers)))
+	want := make(map[string]bool, len(peers))
+	for _, p := range peers {
+		ip := p.IP
 		if ip == b.self {
 			continue
 		}
 		want[ip] = true
-		if _, ok := b.senders[ip]; ok {
+		label := peerLabel(p)
+		if s, ok := b.senders[ip]; ok {
+			if old := s.series(); old.label != label {
+				s.ser.Store(b.m.peerSeries(label, ip, b.opts.PeerPort, !s.down.Load()))
+				b.m.forgetPeer(old)
+				b.log.Info("peer renamed", "peer", ip, "name", p.Name, "was", old.label)
+			}
 			continue
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		s := newPeerSender(b, ip, cancel)
-		s.up.Set(1)
+		s.ser.Store(b.m.peerSeries(label, ip, b.opts.PeerPort, true))
 		b.out.addPeer(ip)
 		b.senders[ip] = s
 		b.wg.Add(1)
@@ -86,16 +105,26 @@ func (b *broadcaster) setPeers(ctx context.Context, ips []string) {
 			defer b.wg.Done()
 			s.run(sctx)
 		}()
-		b.log.Info("peer joined", "peer", ip)
+		b.log.Info("peer joined", "peer", ip, "name", p.Name)
 	}
 	for ip, s := range b.senders {
 		if !want[ip] {
 			s.cancel()
 			delete(b.senders, ip)
-			b.log.Info("peer left", "peer", ip, "unacknowledged", b.out.lag(ip))
+			b.log.Info("peer left", "peer", ip, "name", s.series().label, "unacknowledged", b.out.lag(ip))
 			b.out.removePeer(ip)
-			b.m.forgetPeer(ip)
+			b.m.forgetPeer(s.series())
 		}
+	}
+}
+
+// cutOff counts a cut-off of the peer at ip, while it is in the set (a
+// peer that left has no series any more, and gets none back).
+func (b *broadcaster) cutOff(ip string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s, ok := b.senders[ip]; ok {
+		b.m.peerCutoffs.WithLabelValues(s.series().label).Inc()
 	}
 }
 
@@ -180,16 +209,17 @@ func (c lagCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c lagCollector) Collect(ch chan<- prometheus.Metric) {
+	type peer struct{ ip, label string }
 	c.b.mu.Lock()
-	peers := make([]string, 0, len(c.b.senders))
-	for ip := range c.b.senders {
-		peers = append(peers, ip)
+	peers := make([]peer, 0, len(c.b.senders))
+	for ip, s := range c.b.senders {
+		peers = append(peers, peer{ip, s.series().label})
 	}
 	c.b.mu.Unlock()
-	for _, ip := range peers {
-		lag := float64(c.b.out.lag(ip))
-		ch <- prometheus.MustNewConstMetric(peerLagDesc, prometheus.GaugeValue, lag, ip)
-		ch <- prometheus.MustNewConstMetric(peerQueueDesc, prometheus.GaugeValue, lag, ip)
+	for _, p := range peers {
+		lag := float64(c.b.out.lag(p.ip))
+		ch <- prometheus.MustNewConstMetric(peerLagDesc, prometheus.GaugeValue, lag, p.label)
+		ch <- prometheus.MustNewConstMetric(peerQueueDesc, prometheus.GaugeValue, lag, p.label)
 	}
 	ch <- prometheus.MustNewConstMetric(outboxDesc, prometheus.GaugeValue, float64(c.b.out.length()))
 }
@@ -209,13 +239,20 @@ type peerSender struct {
 	cancel context.CancelFunc
 	wake   chan struct{}
 
-	requests prometheus.Counter
-	sentN    prometheus.Counter
-	acks     prometheus.Observer
-	errs     prometheus.Counter
-	up       prometheus.Gauge
-	// down is set while the peer counts as down (see peerDownAfter).
-	down atomic.Bool
+	// ser are its metric series, under the peer's current label.
+	ser atomic.Pointer[peerSeries]
+	// down is set while the peer counts as down (see peerDownAfter);
+	// downSince is when it last turned down (unix nanoseconds), and
+	// lastErr the last failed delivery, for the status page.
+	down      atomic.Bool
+	downSince atomic.Int64
+	lastErr   atomic.Pointer[peerFailure]
+}
+
+// peerFailure is a sender's last failed delivery.
+type peerFailure struct {
+	msg string
+	at  time.Time
 }
 
 // peerDownAfter is how many failed deliveries in a row make a peer count
@@ -223,11 +260,10 @@ type peerSender struct {
 const peerDownAfter = 2
 
 func newPeerSender(b *broadcaster, ip string, cancel context.CancelFunc) *peerSender {
-	return &peerSender{b: b, ip: ip, log: b.log.WithValues("peer", ip), wake: make(chan struct{}, 1), cancel: cancel,
-		requests: b.m.peerRequests.WithLabelValues(ip), sentN: b.m.peerEventsSent.WithLabelValues(ip),
-		acks: b.m.peerPostDuration.WithLabelValues(ip), errs: b.m.peerPostErrors.WithLabelValues(ip),
-		up: b.m.peerUp.WithLabelValues(ip)}
+	return &peerSender{b: b, ip: ip, log: b.log.WithValues("peer", ip), wake: make(chan struct{}, 1), cancel: cancel}
 }
+
+func (s *peerSender) series() *peerSeries { return s.ser.Load() }
 
 const (
 	minPeerBatch = 16
@@ -280,12 +316,19 @@ type inflight struct {
 // stream opens a delivery stream and sends on it until it fails; it
 // returns why (ctx's error once ctx ends).
 func (s *peerSender) stream(ctx context.Context, st *sendState) error {
-	s.requests.Inc()
+	s.series().requests.Inc()
 	ps, err := s.b.peers.openStream(ctx, s.ip, st.timeout)
 	if err != nil {
 		return err
 	}
 	defer ps.close()
+	if s.down.Load() && s.b.out.lag(s.ip) == 0 {
+		// The peer took the stream and nothing waits for it: no delivery
+		// can fail, so it is up. (With events waiting, their
+		// acknowledgement says so.) Otherwise a replica that publishes
+		// nothing would hold a peer that was slow to start down forever.
+		s.reachable(st)
+	}
 	var (
 		flight   []inflight
 		inFlight int // events in flight
@@ -430,7 +473,7 @@ func (s *peerSender) post(ctx context.Context, st *sendState, until time.Time) e
 		}
 		return nil
 	}
-	s.requests.Inc()
+	s.series().requests.Inc()
 	start := time.Now()
 	if err := s.b.peers.send(ctx, s.ip, events, heldFrom, st.timeout); err != nil {
 		return err
@@ -443,18 +486,25 @@ func (s *peerSender) post(ctx context.Context, st *sendState, until time.Time) e
 func (s *peerSender) acked(st *sendState, b inflight) {
 	opts := s.b.opts
 	s.b.out.ack(s.ip, b.last)
-	s.acks.Observe(time.Since(b.sent).Seconds())
-	s.sentN.Add(float64(b.n))
+	ser := s.series()
+	ser.acks.Observe(time.Since(b.sent).Seconds())
+	ser.sent.Add(float64(b.n))
+	s.reachable(st)
+	st.batch = min(2*st.batch, opts.PeerBatch)
+	st.timeout = max(st.timeout*3/4, opts.PeerTimeout)
+}
+
+// reachable records a delivery attempt that succeeded: the peer is up.
+func (s *peerSender) reachable(st *sendState) {
+	ser := s.series()
 	if s.down.Swap(false) {
-		s.up.Set(1)
+		ser.up.Set(1)
 		warn(s.log, "peer up again: deliveries to it succeed", "failedAttempts", st.failures, "unacknowledged", s.b.out.lag(s.ip))
 	} else if st.failures > 0 {
 		s.log.Info("peer reachable again", "failedAttempts", st.failures)
 	}
 	st.failures = 0
-	st.backoff = opts.PeerBackoffMin
-	st.batch = min(2*st.batch, opts.PeerBatch)
-	st.timeout = max(st.timeout*3/4, opts.PeerTimeout)
+	st.backoff = s.b.opts.PeerBackoffMin
 }
 
 // failed counts a failed delivery, adapts to it and waits before the next
@@ -462,7 +512,10 @@ func (s *peerSender) acked(st *sendState, b inflight) {
 func (s *peerSender) failed(ctx context.Context, st *sendState, err error) bool {
 	opts := s.b.opts
 	st.failures++
-	s.errs.Inc()
+	ser := s.series()
+	ser.errs.Inc()
+	now := time.Now()
+	s.lastErr.Store(&peerFailure{msg: err.Error(), at: now})
 	var te timeoutError
 	if errors.As(err, &te) {
 		// A slow peer: ask less of it, and give it longer.
@@ -476,7 +529,8 @@ func (s *peerSender) failed(ctx context.Context, st *sendState, err error) bool 
 		st.backoff = opts.PeerBackoffMax
 	}
 	if st.failures == peerDownAfter && !s.down.Swap(true) {
-		s.up.Set(0)
+		s.downSince.Store(now.UnixNano())
+		ser.up.Set(0)
 		warn(s.log, "peer down: deliveries to it fail; its events wait in the outbox", "attempts", st.failures,
 			"unacknowledged", s.b.out.lag(s.ip), "error", err.Error())
 	}

@@ -666,3 +666,29 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// A peer that went down while this replica had nothing to send is up
+// again as soon as it takes a delivery stream: no event has to be
+// published here first.
+func TestIdlePeerUpWhenItTakesAStream(t *testing.T) {
+	var refuse atomic.Bool
+	refuse.Store(true)
+	ts := newTestSenders(t, Options{}, func(ts *testSenders) {
+		ts.peers.openErr = func(int) error {
+			if refuse.Load() {
+				return errors.New("connection refused")
+			}
+			return nil
+		}
+	})
+	up := ts.m.peerUp.WithLabelValues("127.0.0.1")
+	waitUntil(t, "the peer down", func() bool { return testutil.ToFloat64(up) == 0 })
+	refuse.Store(false)
+	waitUntil(t, "the peer up", func() bool { return testutil.ToFloat64(up) == 1 })
+	if got := ts.b.downPeers(); len(got) != 0 {
+		t.Errorf("down peers %v", got)
+	}
+	if len(ts.peers.acceptedMsgs()) != 0 {
+		t.Error("events were delivered: nothing was published")
+	}
+}

@@ -24,6 +24,15 @@ const (
 	// LastEventIDQueryParameterName resumes a subscription for clients that
 	// cannot set the Last-Event-ID header.
 	LastEventIDQueryParameterName = "lastEventID"
+	// EnvelopeQueryParameterName=json asks for each event's data as the
+	// JSON object {"stream":"...","data":"..."}: how a browser EventSource
+	// learns the stream of each event of a subscription of several
+	// streams or of patterns.
+	EnvelopeQueryParameterName = "envelope"
+	// PreambleQueryParameterName=0 leaves out the frames without data
+	// sent on connect (retry and id-only), =1 asks for them whatever the
+	// server's default (see Options.NoPreamble).
+	PreambleQueryParameterName = "preamble"
 
 	// MaxStreamNameLength is the longest stream name accepted.
 	MaxStreamNameLength = 128
@@ -58,6 +67,8 @@ var (
 	// ErrReservedEventType is returned for a published event type starting
 	// with "sser-": those are the server's own notices.
 	ErrReservedEventType = errors.New("sser: event types starting with \"sser-\" are reserved")
+	// ErrInvalidAt is returned for a negative "at".
+	ErrInvalidAt = errors.New("sser: at must not be negative")
 	// ErrSeqJump is returned for a peer event whose seq is further ahead of
 	// what this replica applied than any outbox could cover.
 	ErrSeqJump = errors.New("sser: seq jump too large")
@@ -76,6 +87,33 @@ type Event struct {
 	Origin string `json:"origin,omitempty"`
 	// Seq is the origin's counter, one sequence across all streams.
 	Seq uint64 `json:"seq,omitempty"`
+	// At is when the origin accepted the event, in Unix microseconds, set
+	// by the publishing replica: the start of the delivery latency metric,
+	// and the order of retained events. Replicas that do not send it, and
+	// those that do not read it, still interoperate: it is optional on the
+	// wire and ignored where unknown.
+	At int64 `json:"at,omitempty"`
+	// Retain makes the event its stream's retained state: a new
+	// subscriber (one that does not resume) gets it first, then live
+	// events. With an empty Msg it clears the retained state instead, and
+	// is delivered to no one. Every replica keeps the retained event with
+	// the latest At (then origin, then seq), so they agree whatever order
+	// concurrent publishers' events arrive in.
+	Retain bool `json:"retain,omitempty"`
+}
+
+// clearsRetained reports whether ev clears its stream's retained state.
+func (ev *Event) clearsRetained() bool { return ev.Retain && ev.Msg == "" }
+
+// retainedAfter reports whether retained event ev wins over old.
+func (ev *Event) retainedAfter(old *Event) bool {
+	if ev.At != old.At {
+		return ev.At > old.At
+	}
+	if ev.Origin != old.Origin {
+		return ev.Origin > old.Origin
+	}
+	return ev.Seq > old.Seq
 }
 
 // ValidateStreamName reports whether name can be used as a stream name.
@@ -123,8 +161,11 @@ func (e *Event) Validate() error {
 	if err := ValidateStreamName(e.Stream); err != nil {
 		return err
 	}
-	if e.Msg == "" {
+	if e.Msg == "" && !e.Retain {
 		return ErrOnlySendNoneEmptyMessages
+	}
+	if e.At < 0 {
+		return ErrInvalidAt
 	}
 	if len(e.Event) > maxEventTypeLength || strings.ContainsAny(e.Event, "\r\n\x00") {
 		return fmt.Errorf("%w: must be at most %d bytes with no CR, LF or NUL", ErrInvalidEventType, maxEventTypeLength)
@@ -246,10 +287,12 @@ type jsonMsgEvent struct {
 	Event  string          `json:"event,omitempty"`
 	Origin string          `json:"origin,omitempty"`
 	Seq    uint64          `json:"seq,omitempty"`
+	At     int64           `json:"at,omitempty"`
+	Retain bool            `json:"retain,omitempty"`
 }
 
 func (j *jsonMsgEvent) event() Event {
-	ev := Event{Stream: j.Stream, Event: j.Event, Origin: j.Origin, Seq: j.Seq}
+	ev := Event{Stream: j.Stream, Event: j.Event, Origin: j.Origin, Seq: j.Seq, At: j.At, Retain: j.Retain}
 	switch {
 	case len(j.Msg) == 0 || string(j.Msg) == "null":
 	case j.Msg[0] == '"':
@@ -282,7 +325,7 @@ type eventKeysSeen struct {
 }
 
 // eventKeys are the JSON keys of an Event, spelled exactly.
-var eventKeys = []string{"stream", "msg", "event", "origin", "seq"}
+var eventKeys = []string{"stream", "msg", "event", "origin", "seq", "at", "retain"}
 
 // checkKeys refuses what encoding/json would quietly accept in an Event
 // object: a key given twice (the last would win) and a known key in another

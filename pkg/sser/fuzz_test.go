@@ -95,3 +95,49 @@ func FuzzParsePosition(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSetFrame: a frame for a set of streams parses as one event with the
+// message intact and names its stream, as a field or in a JSON envelope
+// that encoding/json reads back exactly (invalid UTF-8 as U+FFFD, as
+// encoding/json writes it).
+func FuzzSetFrame(f *testing.F) {
+	f.Add("hello", "", "a/b", "o.1")
+	f.Add("a\nb\r\nc\"\\\t\x01<>&\u2028", "tick", "s", "")
+	f.Add("\xff\xfe", "", "x", "a.1-b.z")
+	f.Fuzz(func(t *testing.T, msg, typ, stream, id string) {
+		ev := Event{Stream: stream, Msg: msg, Event: typ}
+		if ev.Validate() != nil {
+			return
+		}
+		if _, err := parsePosition(id); err != nil {
+			return
+		}
+		env := string(appendSetFrame(nil, id, &ev, formatEnvelope))
+		evs := parseFrames(t, env)
+		if len(evs) != 1 || evs[0].typ != typ || evs[0].id != id {
+			t.Fatalf("envelope frame %q parsed as %+v", env, evs)
+		}
+		var got struct{ Stream, Data string }
+		if err := json.Unmarshal([]byte(evs[0].data), &got); err != nil {
+			t.Fatalf("envelope %q: %v", evs[0].data, err)
+		}
+		want, _ := json.Marshal(msg)
+		var wantMsg string
+		_ = json.Unmarshal(want, &wantMsg)
+		if got.Stream != stream || got.Data != wantMsg {
+			t.Fatalf("envelope %q read as %+v, want stream %q data %q", evs[0].data, got, stream, wantMsg)
+		}
+		if !utf8.ValidString(msg) {
+			return
+		}
+		tagged := string(appendSetFrame(nil, id, &ev, formatTagged))
+		if !strings.Contains(tagged, "\nstream: "+stream+"\n") && !strings.HasPrefix(tagged, "stream: "+stream+"\n") {
+			t.Fatalf("tagged frame %q does not name stream %q", tagged, stream)
+		}
+		evs = parseFrames(t, tagged)
+		plain := strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(msg)
+		if len(evs) != 1 || evs[0].data != plain || evs[0].typ != typ || evs[0].id != id {
+			t.Fatalf("tagged frame %q parsed as %+v", tagged, evs)
+		}
+	})
+}

@@ -364,19 +364,25 @@ func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
 		return
 	}
 	hc := sub.hc
-	var written [][]byte
+	var z *gzStream // the connection's gzip stream when it is compressed
+	if sub.gz != nil {
+		z = &sub.gz.z
+	}
+	var written batch
 	var wroteAt int64
 	for {
 		sub.mu.Lock()
-		if written != nil {
-			clear(written)
+		if written.frames != nil {
+			clear(written.frames)
+			clear(written.ents)
 			sub.recycleLocked(written)
-			written = nil
+			written = batch{}
 		}
 		if wroteAt != 0 {
 			hc.lastWrite = wroteAt
 		}
-		q := sub.takeLocked()
+		b := sub.takeLocked()
+		q := b.frames
 		beat := hc.beat
 		hc.beat = false
 		closed, reason, gone := sub.closed, sub.reason, hc.gone
@@ -404,7 +410,7 @@ func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
 			case reasonExpired:
 				last = append(q, expiredFrame)
 			}
-			_, _ = writeChunked(hc.conn, head, last, true, s.m)
+			_ = hc.write(head, last, b.ents, z, true, s.m)
 			s.endConn(sub)
 			return
 		}
@@ -412,10 +418,10 @@ func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
 		if len(frames) == 0 && beat {
 			frames = [][]byte{heartbeatFrame}
 		}
-		_, err := writeChunked(hc.conn, head, frames, false, s.m)
+		err := hc.write(head, frames, b.ents, z, false, s.m)
 		head = nil
 		if len(q) > 0 {
-			written = q
+			written = b
 		}
 		if err != nil {
 			sub.mu.Lock()
@@ -424,7 +430,23 @@ func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
 			continue
 		}
 		wroteAt = monoNow()
+		s.m.observeDelivery(b.born)
 	}
+}
+
+// write writes head and frames, and with last the end of the body. On a
+// compressed connection (z set) the frames go through z, ents their
+// history entries.
+func (hc *hijacked) write(head []byte, frames [][]byte, ents []*histEntry, z *gzStream, last bool, m *metrics) error {
+	if z == nil {
+		_, err := writeChunked(hc.conn, head, frames, last, m)
+		return err
+	}
+	bp := batchPool.Get().(*[]byte)
+	defer batchPool.Put(bp)
+	b := z.encodeBatch(bp, frames, ents, last)
+	_, err := writeChunked(hc.conn, head, [][]byte{b}, last, m)
+	return err
 }
 
 // endConn unsubscribes a hijacked connection (nothing when the server
@@ -439,6 +461,9 @@ func (s *ServerImpl) endConn(sub *subscriber) {
 	hc.ended = true
 	sub.closed = true // pushes are dropped from now on
 	sub.queue, sub.spare = nil, nil
+	if q := sub.gz; q != nil {
+		q.ents, q.spare = nil, nil
+	}
 	sub.mu.Unlock()
 	s.hub.unsubscribe(sub)
 	s.writers.forget(hc)
@@ -481,10 +506,7 @@ func (sub *subscriber) beat(now int64, b beatTiming) int64 {
 	}
 	hc.beat = true
 	// Idle for a whole heartbeat: hold no queue.
-	sub.spare = nil
-	if len(sub.queue) == 0 {
-		sub.queue = nil
-	}
+	sub.dropQueuesLocked()
 	run, _ := sub.wakeLocked()
 	sub.mu.Unlock()
 	sub.wakeUp(run, nil)

@@ -1,6 +1,7 @@
 package sser
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -16,7 +17,17 @@ type histEntry struct {
 	// WebSocket subscribers (else on demand, see frameFor). A pointer: an
 	// entry of a stream with none stays in the allocation size it had.
 	ws *[]byte
-	at time.Time
+	// setFrames are the frame in the formats of stream sets (tagged,
+	// envelope, WebSocket), with the same id, made on the first replay that
+	// needs one and shared by every later one. Guarded by hub.mu.
+	setFrames *[3][]byte
+	at        time.Time
+	// born is when its origin accepted the event (Unix microseconds), or
+	// when it was applied here if the origin did not say.
+	born int64
+	// gz is the frame deflated once for compressed connections, when the
+	// server compresses.
+	gz *gzShared
 	// evicted is set when the entry leaves its stream's history; the
 	// indexes drop it lazily.
 	evicted bool
@@ -278,9 +289,9 @@ type streamState struct {
 	// subs are the subscribers of this stream alone. Changed with both the
 	// hub's lock and fanMu held; read by the fan-out under fanMu.
 	subs map[*subscriber]struct{}
-	// multi are subscribers of several streams. They are served under the
-	// hub's lock, which keeps one apply order across all their streams.
-	multi map[*subscriber]struct{}
+	// sets are the sets of several streams, or patterns, that receive
+	// this stream (see streamSet). Served under the hub's lock.
+	sets  []*streamSet
 	hist  ring
 	name  string
 	bytes int64 // of the entries in hist
@@ -294,15 +305,37 @@ type streamState struct {
 	pos position
 	// seen is when each origin of pos last published to the stream.
 	seen map[string]time.Time
-	// wsSubs counts the WebSocket subscribers among subs and multi: while
-	// there are any, each event is also encoded for them once.
+	// wsSubs counts the WebSocket subscribers in subs (under fanMu and the
+	// hub's lock): while there are any, each event is also encoded for
+	// them once.
 	wsSubs int
+	// retained is the stream's retained event (a clear when its frame is
+	// nil), and retainedFrame its frame without an id, for new
+	// subscribers.
+	retained      *histEntry
+	retainedFrame []byte
+	// last is the frame fanned out last, the dictionary of the next one's
+	// shared deflate (compression.go); kept only when the server compresses.
+	last []byte
+	// gzSubs counts the compressed subscribers in subs (under fanMu).
+	gzSubs int
 }
 
 func newStreamState(name string) *streamState {
-	return &streamState{name: name, subs: make(map[*subscriber]struct{}), multi: make(map[*subscriber]struct{})}
+	return &streamState{name: name, subs: make(map[*subscriber]struct{})}
 }
 
+// idle reports whether the stream can be forgotten: no subscriber, no
+// history, and no set that names it (pattern sets find it again when it
+// comes back).
 func (ss *streamState) idle() bool {
-	return len(ss.subs) == 0 && len(ss.multi) == 0 && ss.hist.len() == 0
+	if len(ss.subs) > 0 || ss.hist.len() > 0 || ss.retained != nil {
+		return false
+	}
+	for _, s := range ss.sets {
+		if _, named := slices.BinarySearch(s.names, ss.name); named {
+			return false
+		}
+	}
+	return true
 }

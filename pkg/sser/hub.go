@@ -46,6 +46,11 @@ type hub struct {
 	seq     *sequencer
 	hist    *history
 	streams map[string]*streamState
+	// sets are the sets of subscribers of several streams or patterns, by
+	// key; patterns indexes those with patterns by each pattern's literal
+	// prefix, so a new stream finds its sets without a look at all.
+	sets     map[string]*streamSet
+	patterns map[string][]*streamSet
 	// pos is everything this replica has applied, all streams together.
 	pos      position
 	idx      uint64
@@ -66,6 +71,12 @@ type hub struct {
 	// and credential expiry of hijacked connections.
 	clock *clock
 	beat  beatTiming
+	// lostNotices counts the ranges given up and told to every
+	// subscriber (for the status page).
+	lostNotices atomic.Uint64
+	// gzip: some connections may be compressed; each frame fanned out to
+	// a stream's subscribers gets a shared deflate (compression.go).
+	gzip bool
 }
 
 // hubOptions are the hub's limits.
@@ -91,19 +102,21 @@ type heldBatch struct {
 
 func newHub(log logr.Logger, m *metrics, historySize int, historyAge time.Duration) *hub {
 	h := &hub{
-		log:     log,
-		m:       m,
-		opts:    hubOptions{historySize: historySize, historyAge: historyAge, maxReplayEvents: DefaultMaxReplayEvents, maxReplayBytes: DefaultMaxReplayBytes},
-		now:     time.Now,
-		seq:     newSequencer(),
-		streams: make(map[string]*streamState),
-		subs:    make(map[*subscriber]struct{}),
-		self:    "none",
+		log:      log,
+		m:        m,
+		opts:     hubOptions{historySize: historySize, historyAge: historyAge, maxReplayEvents: DefaultMaxReplayEvents, maxReplayBytes: DefaultMaxReplayBytes},
+		now:      time.Now,
+		seq:      newSequencer(),
+		streams:  make(map[string]*streamState),
+		sets:     make(map[string]*streamSet),
+		subs:     make(map[*subscriber]struct{}),
+		patterns: make(map[string][]*streamSet),
+		self:     "none",
 	}
 	h.hist = newHistory(historySize, historyAge, func(n int) { m.historyEvicted.Add(float64(n)) })
 	h.hist.emptied = func(ss *streamState) {
-		if ss.idle() && h.streams[ss.name] == ss {
-			delete(h.streams, ss.name)
+		if ss.idle() {
+			h.forgetStreamLocked(ss)
 		}
 	}
 	h.progress.Store(time.Now().UnixNano())
@@ -212,9 +225,13 @@ func (h *hub) applyLocked(events []Event, source string, heldFrom uint64) []stri
 		ev := events[i]
 		if ev.Origin == "" {
 			// No origin: delivered live to this replica only, with no id
-			// and no history, since no other replica can know of it.
+			// and no history, since no other replica can know of it (nor
+			// retained: replicas would disagree).
+			if ev.clearsRetained() {
+				continue
+			}
 			h.m.applied(source).Inc()
-			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev)}, false)
+			h.deliverLocked(&histEntry{ev: ev, frame: encodeFrame("", &ev), born: bornAt(&ev, now)}, false)
 			continue
 		}
 		st, res := h.seq.offer(ev, now)
@@ -260,11 +277,10 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 	keep := h.opts.historySize > 0
 	ss := h.streams[ev.Stream]
 	if ss == nil {
-		if !keep {
+		if !keep && !ev.Retain && !h.patternMatchesLocked(ev.Stream) {
 			return // no history and no subscriber: nobody to tell
 		}
-		ss = newStreamState(ev.Stream)
-		h.streams[ev.Stream] = ss
+		ss = h.streamLocked(ev.Stream)
 	}
 	// The stream's entry for the origin is the replica's, hole included:
 	// the events it lacks may have been on this stream.
@@ -273,7 +289,13 @@ func (h *hub) applyInOrderLocked(ev Event, now time.Time) {
 		ss.seen = make(map[string]time.Time)
 	}
 	ss.seen[ev.Origin] = now
-	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, frame: encodeFrame(ss.pos.String(), &ev), at: now}
+	e := &histEntry{idx: h.idx, ev: ev, pos: ss.pos, at: now, born: bornAt(&ev, now)}
+	if !ev.clearsRetained() {
+		e.frame = encodeFrame(ss.pos.String(), &ev)
+	}
+	if ev.Retain {
+		h.retainLocked(ss, e)
+	}
 	h.deliverLocked(e, keep)
 }
 
@@ -301,6 +323,12 @@ func (h *hub) unlockAndFanOut() {
 	var overflow []*subscriber
 	queued := 0
 	for _, it := range items {
+		if it.e.gz != nil && it.ss.gzSubs > 0 {
+			// Deflated here, once, before any writer wants it: lazily,
+			// the stream's compressed writers would queue on it one by
+			// one.
+			it.e.gz.bytes(it.e.frame)
+		}
 		for sub := range it.ss.subs {
 			if q, ok := h.pushTo(sub, it.e); !ok {
 				overflow = append(overflow, sub)
@@ -333,10 +361,18 @@ func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
 			return 0, true
 		}
 	}
-	if !sub.push(frame) {
+	if !sub.push(frame, e) {
 		return 0, false
 	}
 	return 1, true
+}
+
+// bornAt is when ev's origin accepted it, or now when it did not say.
+func bornAt(ev *Event, now time.Time) int64 {
+	if ev.At > 0 {
+		return ev.At
+	}
+	return now.UnixMicro()
 }
 
 func (h *hub) overflowLocked(sub *subscriber) {
@@ -366,13 +402,12 @@ func (h *hub) requestRepairs(origins []string) {
 func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	ss := h.streams[e.ev.Stream]
 	if ss == nil {
-		if !keep {
+		if !keep && !h.patternMatchesLocked(e.ev.Stream) {
 			return
 		}
-		ss = newStreamState(e.ev.Stream)
-		h.streams[e.ev.Stream] = ss
+		ss = h.streamLocked(e.ev.Stream)
 	}
-	if ss.wsSubs > 0 && e.ws == nil {
+	if e.frame != nil && ss.wsSubs > 0 && e.ws == nil {
 		// Encoded once for all the stream's WebSocket subscribers, and
 		// counted in history with the SSE frame.
 		f := wsEventFrame(e.pos.String(), &e.ev)
@@ -381,37 +416,47 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 	if keep {
 		h.hist.add(ss, e)
 	}
+	if e.frame == nil {
+		return // a clear of retained state: kept for repairs, sent to no one
+	}
+	if h.gzip {
+		e.gz = &gzShared{prev: ss.last}
+		ss.last = e.frame
+	}
 	if len(ss.subs) > 0 {
 		h.fanout = append(h.fanout, fanItem{ss, e})
 	}
+	if len(ss.sets) == 0 {
+		return
+	}
 	queued := 0
-	var byKey map[string]*histEntry
-	for sub := range ss.multi {
-		me := e
+	var overflow []*subscriber
+	for _, set := range ss.sets {
+		// A set's subscribers get the merge of its streams' positions,
+		// encoded once for all of them.
+		id := ""
 		if e.pos != nil {
-			// A subscriber of several streams gets the merge of their
-			// positions, encoded once per set of streams.
-			if me = byKey[sub.key]; me == nil {
-				pos := h.streamsPosLocked(sub.streams)
-				me = &histEntry{idx: e.idx, ev: e.ev, pos: pos, at: e.at}
-				if sub.ws != nil {
-					f := wsEventFrame(pos.String(), &e.ev)
-					me.ws = &f
-				} else {
-					me.frame = appendFrame(nil, pos.String(), &e.ev)
-				}
-				if byKey == nil {
-					byKey = make(map[string]*histEntry)
-				}
-				byKey[sub.key] = me
+			set.advance(e.ev.Origin, ss, e.at)
+			id = set.pos.String()
+		}
+		me := &histEntry{idx: e.idx, ev: e.ev, pos: set.pos, frame: appendSetFrame(nil, id, &e.ev, set.format), at: e.at, born: e.born}
+		if e.pos == nil {
+			me.pos = nil
+		}
+		if set.format == formatWS {
+			me.ws = &me.frame
+		}
+		for sub := range set.subs {
+			q, ok := h.pushTo(sub, me)
+			if !ok {
+				overflow = append(overflow, sub)
+				continue
 			}
+			queued += q
 		}
-		q, ok := h.pushTo(sub, me)
-		if !ok {
-			h.overflowLocked(sub)
-			continue
-		}
-		queued += q
+	}
+	for _, sub := range overflow {
+		h.overflowLocked(sub)
 	}
 	h.m.framesQueued.Add(float64(queued))
 }
@@ -448,7 +493,7 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 	if sub.lacks != nil {
 		// The client lacks events this replica can no longer give: every
 		// id it gets says so.
-		return sub.encode(e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev), true
+		return appendSetFrame(nil, e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev, sub.format), true
 	}
 	if sub.ahead == nil {
 		return e.frameFor(sub), true
@@ -457,7 +502,7 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 		sub.ahead = nil
 		return e.frameFor(sub), true
 	}
-	return sub.encode(e.pos.merge(sub.ahead).String(), &e.ev), true
+	return appendSetFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev, sub.format), true
 }
 
 // fill applies events fetched to repair a gap.
@@ -531,6 +576,7 @@ type lostNotice struct {
 // tellLostLocked queues an sser-lost notice to every subscriber: which
 // streams the lost events were on is not known here.
 func (h *hub) tellLostLocked(n lostNotice) {
+	h.lostNotices.Add(1)
 	frame := lostFrame(n)
 	var wsFrame []byte
 	var overflow []*subscriber
@@ -542,7 +588,7 @@ func (h *hub) tellLostLocked(n lostNotice) {
 			}
 			f = wsFrame
 		}
-		if !sub.push(f) {
+		if !sub.push(f, nil) {
 			overflow = append(overflow, sub)
 		}
 	}
@@ -599,11 +645,22 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		return resumeResult{}, false
 	}
 	res := resumeResult{resumed: resuming}
+	// The preamble: the retry field, then (below) an id-only frame; a
+	// WebSocket's is its subscribed message.
 	var frames [][]byte
 	if sub.ws == nil {
 		frames = append(frames, appendRetry(nil, retryMs))
 	}
-	pos := h.streamsPosLocked(sub.streams)
+	streams := sub.streams
+	var pos position
+	var set *streamSet
+	if sub.multi() {
+		set = h.setLocked(sub)
+		streams = set.memberNames()
+		pos = set.pos
+	} else {
+		pos = h.streamsPosLocked(streams)
+	}
 	id := pos.String()
 	if resuming {
 		from = h.knownPartLocked(from.without(func(o string) bool { return from.entry(o).claimsNothing() }))
@@ -627,10 +684,10 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			_, isAhead := ahead.find(o)
 			return !onStreams && !isAhead
 		})
-		lacks := h.lacksLocked(sub.streams, from)
+		lacks := h.lacksLocked(streams, from)
 		res.lost = len(lacks) > 0
 		sub.lacks = lacks
-		missed := h.missedLocked(sub.streams, from)
+		missed := h.missedLocked(streams, from)
 		bytes := 0
 		acc := rel
 		for _, e := range missed {
@@ -644,9 +701,15 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			// everything replayed so far, or a client that stops mid-replay
 			// would get events twice later.
 			acc = acc.merge(e.pos)
+			if e.frame == nil {
+				continue // a clear of retained state
+			}
 			frame := e.frameFor(sub)
-			if lacks != nil || !e.pos.covers(acc) {
-				frame = sub.encode(acc.withHoles(lacks).String(), &e.ev)
+			switch {
+			case lacks != nil || !e.pos.covers(acc):
+				frame = appendSetFrame(nil, acc.withHoles(lacks).String(), &e.ev, sub.format)
+			case set != nil:
+				frame = e.setFrame(sub.format)
 			}
 			frames = append(frames, frame)
 			bytes += len(frame)
@@ -656,12 +719,20 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			frames = append(frames, sub.lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
 		id = pos.merge(rel).withHoles(lacks).String()
+	} else {
+		// A new subscriber gets the retained state of its streams first,
+		// with no id: the id-only frame after it covers it, and nothing
+		// can be applied in between.
+		frames = h.appendRetainedLocked(frames, sub, set)
 	}
 	if id == "" {
 		id = nothingPosition(h.self).String()
 	}
 	if sub.ws == nil {
 		frames[0] = append(frames[0], '\n')
+		if sub.noPreamble {
+			frames = frames[1:]
+		}
 	}
 	h.m.replayed.Add(float64(res.replayed))
 	if res.truncated {
@@ -669,14 +740,16 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		// it comes back for the rest.
 		sub.pushUnbounded(frames...)
 		h.m.replayTruncated.Inc()
+		if set != nil && len(set.subs) == 0 {
+			h.dropSetLocked(set)
+		}
 		return res, true
 	}
-	frames = append(frames, sub.idFrame(id, res))
-	sub.pushUnbounded(frames...)
-
-	for _, name := range sub.streams {
-		h.joinStreamLocked(sub, name, len(sub.streams) > 1)
+	if sub.ws != nil || !sub.noPreamble {
+		frames = append(frames, sub.idFrame(id, res))
 	}
+	sub.pushUnbounded(frames...)
+	h.addLocked(sub, set)
 	h.subs[sub] = struct{}{}
 	if h.draining {
 		h.scheduleDrainLocked(sub, h.now())
@@ -685,48 +758,53 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	return res, true
 }
 
-// joinStreamLocked registers sub on stream name: among the subscribers of
-// several streams (served under the hub's lock) when multi, else among the
-// stream's own.
-func (h *hub) joinStreamLocked(sub *subscriber, name string, multi bool) {
-	ss := h.streams[name]
-	if ss == nil {
-		ss = newStreamState(name)
-		h.streams[name] = ss
-	}
-	if sub.ws != nil {
-		ss.wsSubs++
-	}
-	if multi {
-		ss.multi[sub] = struct{}{}
+// addLocked makes set (nil for a single-stream subscriber) serve sub.
+func (h *hub) addLocked(sub *subscriber, set *streamSet) {
+	sub.set = set
+	if set != nil {
+		set.subs[sub] = struct{}{}
 		return
 	}
+	ss := h.streamLocked(sub.streams[0])
 	// Wait out a fan-out in progress: its event is already in this
 	// client's replay or before its position, never in both.
 	ss.fanMu.Lock()
 	ss.subs[sub] = struct{}{}
+	if sub.gz != nil {
+		ss.gzSubs++
+	}
+	if sub.ws != nil {
+		ss.wsSubs++
+	}
 	ss.fanMu.Unlock()
 }
 
-// leaveStreamLocked undoes joinStreamLocked, and forgets the stream when
-// forget and nothing is left of it.
-func (h *hub) leaveStreamLocked(sub *subscriber, name string, multi, forget bool) {
+// leaveLocked undoes addLocked for set, or for single stream name when set
+// is nil (see subscriber.single), and forgets what is left with nothing on this replica.
+func (h *hub) leaveLocked(sub *subscriber, set *streamSet, name string) {
+	if set != nil {
+		delete(set.subs, sub)
+		if len(set.subs) == 0 {
+			h.dropSetLocked(set)
+		}
+		return
+	}
 	ss := h.streams[name]
 	if ss == nil {
 		return
 	}
-	if multi {
-		delete(ss.multi, sub)
-	} else {
-		ss.fanMu.Lock()
-		delete(ss.subs, sub)
-		ss.fanMu.Unlock()
+	// Waits out a fan-out in progress, which still queues to sub.
+	ss.fanMu.Lock()
+	delete(ss.subs, sub)
+	if sub.gz != nil {
+		ss.gzSubs--
 	}
 	if sub.ws != nil {
 		ss.wsSubs--
 	}
-	if forget && ss.idle() {
-		delete(h.streams, name)
+	ss.fanMu.Unlock()
+	if ss.idle() {
+		h.forgetStreamLocked(ss)
 	}
 }
 
@@ -811,9 +889,7 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 		return
 	}
 	delete(h.subs, sub)
-	for _, name := range sub.streams {
-		h.leaveStreamLocked(sub, name, len(sub.streams) > 1, true)
-	}
+	h.leaveLocked(sub, sub.set, sub.single())
 	h.clock.remove(sub)
 	h.m.connections.Dec()
 	if reason != reasonNone {
@@ -913,24 +989,19 @@ func (h *hub) sweep() (forgotten []string) {
 		h.pos = h.pos.without(func(o string) bool { return stale[o] })
 	}
 	for _, ss := range h.streams {
-		var drop map[string]bool
-		for o, at := range ss.seen {
-			if stale[o] || now.Sub(at) > age {
-				if drop == nil {
-					drop = make(map[string]bool)
-				}
-				drop[o] = true
-				delete(ss.seen, o)
-				delete(ss.evicted, o)
-			}
-		}
-		if drop != nil {
-			ss.pos = ss.pos.without(func(o string) bool { return drop[o] })
+		var dropped []string
+		ss.pos, dropped = agePosition(ss.pos, ss.seen, stale, now, age)
+		for _, o := range dropped {
+			delete(ss.evicted, o)
 		}
 		for o := range stale {
 			delete(ss.evicted, o)
 		}
 	}
+	for _, set := range h.sets {
+		set.pos, _ = agePosition(set.pos, set.seen, stale, now, age)
+	}
+	h.sweepRetainedLocked(now, age)
 	return forgotten
 }
 

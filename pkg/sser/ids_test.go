@@ -8,16 +8,19 @@ import (
 )
 
 // frameIDs returns the id lines of frames, in order.
-func frameIDs(frames [][]byte) []string {
-	var ids []string
+func frameIDs(frames [][]byte) []string { return frameField(frames, "id") }
+
+// frameField returns the values of the field lines of frames, in order.
+func frameField(frames [][]byte, field string) []string {
+	var out []string
 	for _, f := range frames {
 		for _, l := range strings.Split(string(f), "\n") {
-			if id, ok := strings.CutPrefix(l, "id: "); ok {
-				ids = append(ids, id)
+			if v, ok := strings.CutPrefix(l, field+": "); ok {
+				out = append(out, v)
 			}
 		}
 	}
-	return ids
+	return out
 }
 
 // frameDatas returns the data lines of event frames (not sser-* notices).

@@ -27,6 +27,8 @@ type Options struct {
 	// PodIP is this replica's own IP in the peer set: it is delivered to in
 	// process, never over HTTP.
 	PodIP string
+	// PodName is this replica's pod name, shown on the status page.
+	PodName string
 	// Logger receives the server's logs; default discards them.
 	Logger logr.Logger
 
@@ -42,6 +44,16 @@ type Options struct {
 	// SubscriberQueue is how many frames may wait for one subscriber before it
 	// is disconnected (default 1024).
 	SubscriberQueue int
+	// NoPreamble leaves out the two frames without data sent on connect:
+	// the retry field and the id-only frame. The spec says a frame
+	// without data dispatches nothing, and browsers and sser's client
+	// follow it; the id-only frame gives a client a resume point before
+	// its first event. Some clients dispatch each such frame as an empty
+	// event (LaunchDarkly's Go eventsource, r3labs/sse and go-sse's
+	// client; see the README). Without the preamble they keep their own
+	// reconnection delay and have no id until the first event. A
+	// subscriber may also choose with ?preamble=0 or 1.
+	NoPreamble bool
 	// DisableHijack serves every subscriber from its handler's goroutine
 	// through net/http's ResponseWriter, as HTTP/2 and writers that cannot
 	// be hijacked are. By default an HTTP/1.1 subscription's connection is
@@ -50,6 +62,12 @@ type Options struct {
 	// middleware must see the response (its status, bytes written) or the
 	// handler's return.
 	DisableHijack bool
+	// Compression is CompressionGzip to compress SSE responses for clients
+	// that send Accept-Encoding: gzip, or CompressionOff (the default, also
+	// ""). Each event is deflated once and shared by every connection that
+	// can use it (compression.go), so a compressed connection costs about
+	// 100 bytes more than a plain one and no compressor of its own.
+	Compression string
 	// CORSOrigins lists the origins allowed to subscribe from a browser on
 	// another origin; "*" allows any. Empty sends no CORS headers. A
 	// WebSocket from a browser on another origin is refused (403) unless
@@ -327,6 +345,11 @@ func (o *Options) Validate() error {
 	neg("PeerCutoff", o.PeerCutoff)
 	neg("LivenessStall", o.LivenessStall)
 	neg("InternalReadTimeout", o.InternalReadTimeout)
+	switch o.Compression {
+	case "", CompressionOff, CompressionGzip:
+	default:
+		errs = append(errs, fmt.Errorf("Compression must be %q or %q, got %q", CompressionGzip, CompressionOff, o.Compression))
+	}
 	if o.OutboxBytes < 0 {
 		errs = append(errs, fmt.Errorf("OutboxBytes must not be negative, got %d", o.OutboxBytes))
 	}

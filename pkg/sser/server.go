@@ -65,6 +65,7 @@ type ServerImpl struct {
 	pubRate     *keyedBuckets
 	memory      memoryGuard
 	writers     *connWriters
+	status      *statusTracker
 
 	// Background work (warm-up) that must end before Done.
 	bgMu      sync.Mutex
@@ -130,11 +131,13 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	s.answerDelay.Store(int64(streamAnswerDelay))
 	s.hub = newHub(s.log.WithName("hub"), s.m, opts.HistorySize, opts.HistoryAge)
 	s.hub.self = s.origin
+	s.hub.gzip = opts.Compression == CompressionGzip
 	s.hub.beat = newBeatTiming(opts.Heartbeat)
 	s.writers = newConnWriters(s)
 	s.hub.opts.maxSeqGap = opts.MaxSeqGap
 	s.hub.opts.maxReplayEvents, s.hub.opts.maxReplayBytes = opts.MaxReplayEvents, opts.MaxReplayBytes
 	s.hub.hist.maxStreams, s.hub.hist.maxBytes, s.hub.hist.maxStreamBytes = opts.MaxHistoryStreams, opts.MaxHistoryBytes, opts.MaxStreamHistoryBytes
+	s.m.registry.MustRegister(historyCollector{s.hub})
 	s.out = newOutbox(opts.OutboxSize, opts.OutboxBytes, opts.PeerCutoff)
 	s.peers = newHTTPPeers(opts.PodIP, opts.PeerPort, opts.PeerToken, opts.PeerTimeout)
 	s.bc = newBroadcaster(s.log.WithName("peers"), s.m, &s.opts, opts.PodIP, s.peers, s.out)
@@ -149,6 +152,7 @@ func NewWithOptions(opts Options) (*ServerImpl, error) {
 	if opts.MemoryWatermark > 0 {
 		s.memory.watermark = uint64(opts.MemoryWatermark)
 	}
+	s.status = newStatusTracker(s, time.Now())
 	s.handler = s.internalRouter()
 	return s, nil
 }
@@ -191,7 +195,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 	ctx = runCtx
 	s.hub.startWarming()
 	pfCtx, pfCancel := context.WithCancel(ctx)
-	peers, updates, err := s.opts.PeerFinder.Start(pfCtx)
+	peers, updates, err := startPeers(pfCtx, s.opts.PeerFinder)
 	if err != nil {
 		pfCancel()
 		fail(err)
@@ -200,7 +204,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		}
 		return fmt.Errorf("sser: start peer finder: %w", err)
 	}
-	s.bc.setPeers(ctx, peers)
+	s.bc.setNamedPeers(ctx, peers)
 	s.log.Info("peer set known", "peers", peers, "self", s.opts.PodIP, "origin", s.origin)
 	s.ready.Store(true)
 	if len(s.otherPeers()) == 0 || s.opts.HistorySize == 0 || s.opts.WarmUpTimeout < 0 {
@@ -239,12 +243,12 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return
-			case ips, ok := <-updates:
+			case peers, ok := <-updates:
 				if !ok {
 					return
 				}
-				s.log.V(1).Info("peer set changed", "peers", ips)
-				s.bc.setPeers(ctx, ips)
+				s.log.V(1).Info("peer set changed", "peers", peers)
+				s.bc.setNamedPeers(ctx, peers)
 			}
 		}
 	})
@@ -256,6 +260,7 @@ func (s *ServerImpl) Start(ctx context.Context) error {
 		})
 	})
 	goPart(func() { every(ctx, min(time.Second, s.opts.LivenessStall/4), s.hub.alive) })
+	goPart(func() { s.status.run(ctx) })
 	if s.memory.watermark > 0 {
 		goPart(func() { every(ctx, 100*time.Millisecond, s.memory.check) })
 	}
@@ -356,8 +361,9 @@ type Published struct {
 }
 
 func (s *ServerImpl) publish(ctx context.Context, events []Event) (Published, error) {
+	at := time.Now().UnixMicro()
 	for i := range events {
-		events[i].Origin, events[i].Seq = "", 0
+		events[i].Origin, events[i].Seq, events[i].At = "", 0, at
 		if err := events[i].Validate(); err != nil {
 			return Published{}, err
 		}
@@ -384,7 +390,7 @@ func (s *ServerImpl) publish(ctx context.Context, events []Event) (Published, er
 		return Published{}, err
 	}
 	for _, c := range cutoffs {
-		s.m.peerCutoffs.WithLabelValues(c.peer).Inc()
+		s.bc.cutOff(c.peer)
 		s.log.Info("peer cut off: it held publishers back longer than the peer cut-off; it skips what the outbox no longer holds",
 			"peer", c.peer, "lag", c.lag, "cutoff", s.opts.PeerCutoff.String())
 	}

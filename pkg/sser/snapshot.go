@@ -18,6 +18,8 @@ type Snapshot struct {
 	// Streams is each stream's position (the id its next event builds on):
 	// the origins that published to it within the history age.
 	Streams map[string]string `json:"streams,omitempty"`
+	// Retained is every stream's retained event (or clear), on the last page.
+	Retained []SnapshotEntry `json:"retained,omitempty"`
 	// More is true when entries past this page are held; Next is the apply
 	// index to ask for them after.
 	More bool   `json:"more,omitempty"`
@@ -51,6 +53,7 @@ func (h *hub) snapshotPage(after uint64, limit int) *Snapshot {
 	snap := &Snapshot{Position: h.pos.String(), Origins: h.originInfosLocked()}
 	entries, more := h.hist.all.after(after, ^uint64(0), limit)
 	if !more {
+		snap.Retained = h.retainedSnapshotLocked()
 		for name, ss := range h.streams {
 			if len(ss.pos) > 0 {
 				if snap.Streams == nil {
@@ -161,14 +164,14 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		if err != nil {
 			continue
 		}
-		ss := h.streams[se.Stream]
-		if ss == nil {
-			ss = newStreamState(se.Stream)
-			h.streams[se.Stream] = ss
-		}
+		ss := h.streamLocked(se.Stream)
 		h.idx++
 		ev := se.Event
-		h.hist.add(ss, &histEntry{idx: h.idx, ev: ev, pos: epos, frame: appendFrame(nil, se.ID, &ev), at: se.At})
+		e := &histEntry{idx: h.idx, ev: ev, pos: epos, at: se.At}
+		if !ev.clearsRetained() {
+			e.frame = appendFrame(nil, se.ID, &ev)
+		}
+		h.hist.add(ss, e)
 		// A peer that writes one position for all streams sends it as each
 		// entry's id: the stream keeps only the origins seen on it.
 		if e := epos.entry(ev.Origin); e.seq > 0 {
@@ -187,11 +190,7 @@ func (h *hub) importLocked(snap *Snapshot) error {
 		if err != nil || ValidateStreamName(name) != nil || len(spos) == 0 {
 			continue
 		}
-		ss := h.streams[name]
-		if ss == nil {
-			ss = newStreamState(name)
-			h.streams[name] = ss
-		}
+		ss := h.streamLocked(name)
 		ss.pos = ss.pos.merge(spos)
 		if ss.seen == nil {
 			ss.seen = make(map[string]time.Time)
@@ -214,11 +213,12 @@ func (h *hub) importLocked(snap *Snapshot) error {
 			ss.evicted[o] = max(ss.evicted[o], s)
 		}
 	}
+	h.importRetainedLocked(snap.Retained)
 	h.hist.expire(now)
 	h.pos = pos
-	for name, ss := range h.streams {
+	for _, ss := range h.streams {
 		if ss.idle() {
-			delete(h.streams, name)
+			h.forgetStreamLocked(ss)
 		}
 	}
 	h.m.eventsIn.WithLabelValues("warmup").Add(float64(imported))

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,20 +76,35 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.writeError(w, r, "events", http.StatusBadRequest, fmt.Sprintf("at most %d streams per subscription, got %d", s.opts.MaxStreamsPerConnection, len(streams)), "")
 		return
 	}
-	slices.Sort(streams)
-	streams = slices.Compact(streams)
-	for _, name := range streams {
-		if err := ValidateStreamName(name); err != nil {
-			s.writeError(w, r, "events", http.StatusBadRequest, err.Error(), "")
-			return
-		}
+	streams, patterns, err := splitPatterns(streams)
+	if err != nil {
+		s.writeError(w, r, "events", http.StatusBadRequest, err.Error(), "")
+		return
 	}
-	expires, ok := s.authorizeSubscribe(w, r, streams)
+	format := formatPlain
+	switch v := q.Get(EnvelopeQueryParameterName); v {
+	case "":
+	case "json":
+		format = formatEnvelope
+	default:
+		s.writeError(w, r, "events", http.StatusBadRequest, EnvelopeQueryParameterName+"="+strconv.Quote(v)+" is not supported: use "+EnvelopeQueryParameterName+"=json", "")
+		return
+	}
+	noPreamble := s.opts.NoPreamble
+	switch v := q.Get(PreambleQueryParameterName); v {
+	case "":
+	case "0", "1":
+		noPreamble = v == "0"
+	default:
+		s.writeError(w, r, "events", http.StatusBadRequest, PreambleQueryParameterName+"="+strconv.Quote(v)+" is not supported: use 0 (no retry or id-only frame on connect) or 1", "")
+		return
+	}
+	expires, principal, ok := s.authorizeSubscribe(w, r, streams)
 	if !ok {
 		return
 	}
 	if allow := s.opts.AllowStream; allow != nil {
-		for _, name := range streams {
+		for _, name := range slices.Concat(streams, patterns) {
 			if !allow(r, name) {
 				// 204 is the SSE way to say "do not reconnect".
 				s.m.badRequests.WithLabelValues("events", "204").Inc()
@@ -130,6 +146,16 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 	} else {
 		sub = newSubscriber(streams, s.opts.SubscriberQueue)
 	}
+	sub.noPreamble = noPreamble
+	if principal != nil {
+		sub.selectSet(patterns, format, principal.Allows, strings.Join(principal.Grants, "\x00"))
+	} else {
+		sub.selectSet(patterns, format, nil, "")
+	}
+	compress := s.opts.Compression == CompressionGzip
+	if compress && acceptsGzip(strings.Join(r.Header.Values("Accept-Encoding"), ",")) {
+		sub.gz = &gzConn{}
+	}
 	res, ok := s.hub.subscribe(sub, from, lastID != "", s.opts.Retry.Milliseconds())
 	if !ok || res.truncated {
 		if hijack {
@@ -146,6 +172,9 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 	}()
 	s.m.connectionsTotal.Inc()
+	if sub.compressed() {
+		s.m.connectionsGzip.Inc()
+	}
 	if res.resumed {
 		result := "exact"
 		if res.lost {
@@ -159,6 +188,12 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
+	if compress {
+		h.Add("Vary", "Accept-Encoding")
+	}
+	if sub.compressed() {
+		h.Set("Content-Encoding", "gzip")
+	}
 	if res.resumed {
 		if res.lost {
 			h.Set("X-Sser-Resume", "lost")
@@ -180,8 +215,7 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 	if res.truncated {
 		// The oldest part of what the client missed, then the connection
 		// ends: it resumes from the last event for the rest.
-		cw := &connWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout, m: s.m}
-		cw.write(sub.take())
+		s.newConnWriter(w, sub).finish(sub.takeBatch())
 		return
 	}
 	s.writeLoop(ctx, w, r, sub, expires)
@@ -196,7 +230,7 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 // before, so a connection is never silent for longer than the interval,
 // and a busy one costs no timer work per write.
 func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *subscriber, expires time.Time) {
-	cw := &connWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout, m: s.m}
+	cw := s.newConnWriter(w, sub)
 	heartbeat := time.NewTicker(max(s.opts.Heartbeat/2, time.Millisecond))
 	defer heartbeat.Stop()
 	var maxAge <-chan time.Time
@@ -211,35 +245,41 @@ func (s *ServerImpl) writeLoop(ctx context.Context, w http.ResponseWriter, r *ht
 	for {
 		select {
 		case <-sub.wake:
-			q := sub.take()
-			ok := cw.write(q)
-			sub.recycle(q)
+			b := sub.takeBatch()
+			ok := cw.write(b)
+			sub.recycle(b)
 			if !ok {
 				return
 			}
+			s.m.observeDelivery(b.born)
 			wrote = true
 		case <-heartbeat.C:
-			if !wrote && !cw.write([][]byte{heartbeatFrame}) {
+			if !wrote && !cw.write(batch{frames: [][]byte{heartbeatFrame}}) {
 				return
 			}
 			wrote = false
 		case <-sub.done:
+			var last batch
 			if sub.closeReason() == reasonDrain {
 				// Let the client have what was queued before it goes.
-				cw.write(sub.take())
+				last = sub.takeBatch()
 			}
+			cw.finish(last)
 			return
 		case <-maxAge:
 			s.hub.closeSubscriber(sub, reasonMaxAge)
-			cw.write(sub.take())
+			cw.finish(sub.takeBatch())
 			return
 		case <-expired:
 			s.hub.closeSubscriber(sub, reasonMaxAge)
-			cw.write(append(sub.take(), expiredFrame))
+			last := sub.takeBatch()
+			last.frames = append(last.frames, expiredFrame)
+			cw.finish(last)
 			return
 		case <-r.Context().Done():
 			return
 		case <-ctx.Done():
+			cw.finish(batch{})
 			return
 		}
 	}
@@ -256,14 +296,40 @@ type connWriter struct {
 	timeout  time.Duration
 	deadline time.Time
 	m        *metrics
+	// gz is the response's gzip stream when it is compressed.
+	gz *gzStream
 }
 
-func (c *connWriter) write(frames [][]byte) bool {
+func (s *ServerImpl) newConnWriter(w http.ResponseWriter, sub *subscriber) *connWriter {
+	cw := &connWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout, m: s.m}
+	if sub.compressed() {
+		cw.gz = &sub.gz.z
+	}
+	return cw
+}
+
+// write writes a batch and flushes; false when the client is gone.
+func (c *connWriter) write(b batch) bool { return c.send(b, false) }
+
+// finish writes a last batch, and ends a compressed stream: net/http ends
+// the body itself when the handler returns.
+func (c *connWriter) finish(b batch) bool { return c.send(b, true) }
+
+func (c *connWriter) send(b batch, last bool) bool {
+	if c.gz == nil && len(b.frames) == 0 {
+		return true
+	}
 	if now := time.Now(); c.deadline.Sub(now) < c.timeout/2 {
 		c.deadline = now.Add(c.timeout)
 		_ = c.rc.SetWriteDeadline(c.deadline)
 	}
-	return writeFrames(c.w, c.rc, c.m, frames)
+	if c.gz == nil {
+		return writeFrames(c.w, c.rc, c.m, b.frames)
+	}
+	bp := batchPool.Get().(*[]byte)
+	defer batchPool.Put(bp)
+	z := c.gz.encodeBatch(bp, b.frames, b.ents, last)
+	return writeFrames(c.w, c.rc, c.m, [][]byte{z})
 }
 
 // writeFrames writes frames to the client and flushes; false when the
@@ -353,4 +419,25 @@ func (s *ServerImpl) corsHeaders(w http.ResponseWriter, r *http.Request) bool {
 		h.Set("Access-Control-Max-Age", "600")
 	}
 	return true
+}
+
+// splitPatterns separates a subscription's stream parameters into stream
+// names and patterns, sorted and without repeats, and checks both.
+func splitPatterns(params []string) (names, patterns []string, err error) {
+	for _, p := range params {
+		if IsStreamPattern(p) {
+			if err := ValidateStreamPattern(p); err != nil {
+				return nil, nil, fmt.Errorf("%w: %q (a glob over stream names: * and ? match within one '/' segment, [a-z] a class)", err, p)
+			}
+			patterns = append(patterns, p)
+			continue
+		}
+		if err := ValidateStreamName(p); err != nil {
+			return nil, nil, err
+		}
+		names = append(names, p)
+	}
+	slices.Sort(names)
+	slices.Sort(patterns)
+	return slices.Compact(names), slices.Compact(patterns), nil
 }

@@ -1,12 +1,11 @@
 package sser
 
 import (
-	"strings"
 	"sync"
 )
 
 // closeReason says why a subscriber's connection was ended by the server.
-type closeReason int
+type closeReason uint8
 
 const (
 	reasonNone closeReason = iota
@@ -48,15 +47,32 @@ func (r closeReason) String() string {
 // pool goroutine push hands it to (see hijack.go): an idle hijacked
 // subscriber has no goroutine at all.
 type subscriber struct {
-	streams  []string
+	streams  []string // the names subscribed to, sorted
 	maxQueue int
-	// key names the set of streams, for subscribers of several: those with
-	// the same set share one encoding of each frame.
-	key string
+	// patterns, format and allow describe a subscriber of several streams
+	// or of patterns (see streamSet); key names its set: subscribers with
+	// the same key share one encoding of each frame.
+	patterns []string
+	format   frameFormat
+	allow    func(stream string) bool
+	key      string
+	// noPreamble leaves out the frames without data sent on connect.
+	noPreamble bool
+	// set is the subscriber's set, nil for a subscriber of one stream
+	// alone. Guarded by hub.mu.
+	set *streamSet
 
-	mu     sync.Mutex
-	queue  [][]byte
-	spare  [][]byte
+	mu    sync.Mutex
+	queue [][]byte
+	spare [][]byte
+	// born is when the origin of the oldest live event queued accepted it
+	// (Unix microseconds; 0: none queued), for the delivery latency.
+	born int64
+	// gz is set on a compressed connection (before it is registered; the
+	// pointer is read only after): the history entry of each queued frame,
+	// so the writer can use the entry's shared deflate, and the gzip
+	// stream. A plain connection pays for the pointer only.
+	gz     *gzConn
 	closed bool
 	reason closeReason
 
@@ -103,12 +119,46 @@ func newSubscriber(streams []string, maxQueue int) *subscriber {
 // hijacked: nothing wakes a writer until attach gives it one, and
 // useChannels turns it into a newSubscriber if the hijack fails.
 func newConnSubscriber(streams []string, maxQueue int) *subscriber {
-	return &subscriber{
+	s := &subscriber{
 		streams:  streams,
-		key:      strings.Join(streams, "\x00"),
 		maxQueue: maxQueue,
 		tm:       subTimers{idx: -1},
 	}
+	if len(streams) > 1 {
+		s.format = formatTagged
+		s.key = setKey(streams, nil, s.format, "")
+	}
+	return s
+}
+
+// selectSet makes the subscriber one of a set: of several streams, of
+// patterns, or both. Frames name their stream in format (formatPlain
+// means formatTagged here). allow filters the streams patterns match;
+// grants names it in the set's key. Call it before subscribing.
+func (s *subscriber) selectSet(patterns []string, format frameFormat, allow func(string) bool, grants string) {
+	if len(s.streams) < 2 && len(patterns) == 0 && format != formatEnvelope {
+		return
+	}
+	if format == formatPlain {
+		format = formatTagged
+	}
+	if len(patterns) == 0 {
+		allow, grants = nil, ""
+	}
+	s.patterns, s.format, s.allow = patterns, format, allow
+	s.key = setKey(s.streams, patterns, format, grants)
+}
+
+// multi reports whether the subscriber is served through a set.
+func (s *subscriber) multi() bool { return s.key != "" }
+
+// single is the stream of a subscriber served without a set, "" for one
+// of a set (which may have patterns only).
+func (s *subscriber) single() string {
+	if s.multi() || len(s.streams) == 0 {
+		return ""
+	}
+	return s.streams[0]
 }
 
 // useChannels gives a subscriber made by newConnSubscriber the channels of
@@ -124,9 +174,10 @@ func (s *subscriber) useChannels() {
 	s.signal(s.wake)
 }
 
-// push queues a frame. It reports false when the queue is full; the caller
-// then closes the subscriber.
-func (s *subscriber) push(frame []byte) bool {
+// push queues a frame of history entry e (nil for a frame of no event).
+// It reports false when the queue is full; the caller then closes the
+// subscriber.
+func (s *subscriber) push(frame []byte, e *histEntry) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -137,6 +188,14 @@ func (s *subscriber) push(frame []byte) bool {
 		return false
 	}
 	s.queue = append(s.queue, frame)
+	if e != nil {
+		if born := e.born; born != 0 && (s.born == 0 || born < s.born) {
+			s.born = born
+		}
+	}
+	if s.gz != nil {
+		s.gz.ents = append(s.gz.ents, e)
+	}
 	run, wake := s.wakeLocked()
 	s.mu.Unlock()
 	s.wakeUp(run, wake)
@@ -148,6 +207,11 @@ func (s *subscriber) push(frame []byte) bool {
 func (s *subscriber) pushUnbounded(frames ...[]byte) {
 	s.mu.Lock()
 	s.queue = append(s.queue, frames...)
+	if s.gz != nil {
+		for range frames {
+			s.gz.ents = append(s.gz.ents, nil)
+		}
+	}
 	run, wake := s.wakeLocked()
 	s.mu.Unlock()
 	s.wakeUp(run, wake)
@@ -184,29 +248,80 @@ func (s *subscriber) signal(wake chan struct{}) {
 // take returns everything queued. The writer hands the slice back with
 // recycle once written, so a busy subscriber allocates no new queue.
 func (s *subscriber) take() [][]byte {
-	s.mu.Lock()
-	q := s.takeLocked()
-	s.mu.Unlock()
-	return q
+	b := s.takeBatch()
+	return b.frames
 }
 
-func (s *subscriber) takeLocked() [][]byte {
-	q := s.queue
-	s.queue = s.spare
+// batch is what a writer takes from the queue at once.
+type batch struct {
+	frames [][]byte
+	// ents are the frames' history entries, on a compressed connection.
+	ents []*histEntry
+	// born is when the origin of its oldest live event accepted it (see push).
+	born int64
+}
+
+func (s *subscriber) takeBatch() batch {
+	s.mu.Lock()
+	b := s.takeLocked()
+	s.mu.Unlock()
+	return b
+}
+
+func (s *subscriber) takeLocked() batch {
+	b := batch{frames: s.queue, born: s.born}
+	s.queue, s.spare = s.spare, nil
+	s.born = 0
+	if q := s.gz; q != nil {
+		b.ents = q.ents
+		q.ents, q.spare = q.spare, nil
+	}
+	return b
+}
+
+// recycle hands a written batch's slices back for the next one.
+func (s *subscriber) recycle(b batch) {
+	clear(b.frames)
+	clear(b.ents)
+	s.mu.Lock()
+	s.recycleLocked(b)
+	s.mu.Unlock()
+}
+
+func (s *subscriber) recycleLocked(b batch) {
+	if s.spare == nil && b.frames != nil && cap(b.frames) <= 4*s.maxQueue {
+		s.spare = b.frames[:0]
+	}
+	if q := s.gz; q != nil && q.spare == nil && b.ents != nil && cap(b.ents) <= 4*s.maxQueue {
+		q.spare = b.ents[:0]
+	}
+}
+
+// gzConn is a compressed connection's state.
+type gzConn struct {
+	// ents runs beside the queue: the history entry of each frame (nil
+	// for a frame of no event); spare is the slice to reuse. Guarded by
+	// the subscriber's mu.
+	ents, spare []*histEntry
+	// z is the gzip stream, the writer's alone.
+	z gzStream
+}
+
+// compressed reports whether the connection is gzip.
+func (s *subscriber) compressed() bool { return s.gz != nil }
+
+// dropQueuesLocked lets go of the queue's slices (a connection idle for a
+// heartbeat, or ended); queue stays when frames wait in it.
+func (s *subscriber) dropQueuesLocked() {
 	s.spare = nil
-	return q
-}
-
-func (s *subscriber) recycle(q [][]byte) {
-	clear(q)
-	s.mu.Lock()
-	s.recycleLocked(q)
-	s.mu.Unlock()
-}
-
-func (s *subscriber) recycleLocked(q [][]byte) {
-	if s.spare == nil && cap(q) <= 4*s.maxQueue {
-		s.spare = q[:0]
+	if len(s.queue) == 0 {
+		s.queue = nil
+	}
+	if q := s.gz; q != nil {
+		q.spare = nil
+		if len(q.ents) == 0 {
+			q.ents = nil
+		}
 	}
 }
 

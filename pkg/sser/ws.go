@@ -233,7 +233,7 @@ func (s *ServerImpl) serveWS(ctx context.Context, w http.ResponseWriter, r *http
 
 	sub := newConnSubscriber(streams, s.opts.SubscriberQueue)
 	sub.ws = c
-	sub.key = wsKey(streams)
+	sub.selectWS(streams)
 	sub.group = s.writers.joinGroup(ctx)
 	res, ok := s.hub.subscribe(sub, from, resuming, 0)
 	if !ok {
@@ -603,7 +603,7 @@ func (s *ServerImpl) wsReadOne(sub *subscriber, polled bool) bool {
 		_ = hc.conn.SetReadDeadline(time.Now().Add(wsReadTimeout))
 	}
 	data, err := wsReadMessage(&wsSource{c: c, conn: hc.conn}, func(p []byte) {
-		sub.push(ws.MustCompileFrame(ws.NewPongFrame(p))) // dropped when the queue is full
+		sub.push(ws.MustCompileFrame(ws.NewPongFrame(p)), nil) // dropped when the queue is full
 	})
 	now := monoNow()
 	sub.mu.Lock()
@@ -713,17 +713,17 @@ func (s *ServerImpl) wsClose(sub *subscriber, werr *wsError, errorFrame bool) {
 // left. A closed subscriber gets its last frames (wsLast) and its close.
 func (s *ServerImpl) writeWS(sub *subscriber) {
 	hc, c := sub.hc, sub.ws
-	var written [][]byte
+	var written batch
 	var wroteAt, pinged int64
 	for {
 		sub.mu.Lock()
-		if written != nil {
-			if f := lastIDFrame(written); f != nil {
+		if written.frames != nil {
+			if f := lastIDFrame(written.frames); f != nil {
 				c.lastFrame = f
 			}
-			clear(written)
+			clear(written.frames)
 			sub.recycleLocked(written)
-			written = nil
+			written = batch{}
 		}
 		if wroteAt != 0 {
 			hc.lastWrite = wroteAt
@@ -733,7 +733,8 @@ func (s *ServerImpl) writeWS(sub *subscriber) {
 			// writer takes the time after it.
 			c.pingAt, pinged = pinged, 0
 		}
-		q := sub.takeLocked()
+		b := sub.takeLocked()
+		q := b.frames
 		beat := hc.beat
 		hc.beat = false
 		closed, reason, gone := sub.closed, sub.reason, hc.gone
@@ -773,7 +774,7 @@ func (s *ServerImpl) writeWS(sub *subscriber) {
 			pinged = start
 		}
 		if len(frames) > 0 && len(q) > 0 {
-			written = frames
+			written = batch{frames: frames}
 		}
 		if err != nil {
 			sub.mu.Lock()
@@ -782,6 +783,7 @@ func (s *ServerImpl) writeWS(sub *subscriber) {
 			continue
 		}
 		wroteAt = monoNow()
+		s.m.observeDelivery(b.born)
 	}
 }
 

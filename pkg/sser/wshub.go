@@ -1,10 +1,5 @@
 package sser
 
-import (
-	"slices"
-	"strings"
-)
-
 // The hub's side of WebSocket subscribers: their frames are encoded as
 // WebSocket messages, and their streams can change while connected.
 
@@ -19,14 +14,6 @@ func (e *histEntry) frameFor(sub *subscriber) []byte {
 		return *e.ws
 	}
 	return wsEventFrame(e.pos.String(), &e.ev)
-}
-
-// encode is ev with id as sub's transport writes it.
-func (sub *subscriber) encode(id string, ev *Event) []byte {
-	if sub.ws != nil {
-		return wsEventFrame(id, ev)
-	}
-	return appendFrame(nil, id, ev)
 }
 
 // lostFrame is an sser-lost notice for sub.
@@ -54,18 +41,28 @@ func (sub *subscriber) idFrame(id string, res resumeResult) []byte {
 	return wsSubscribedFrame(sub.streams, id, resume)
 }
 
-// wsKey names a WebSocket subscriber's set of streams: apart from SSE
-// subscribers of the same set, whose shared frames are encoded for SSE.
-func wsKey(streams []string) string { return "\x01" + strings.Join(streams, "\x00") }
+// selectWS makes sub a WebSocket subscriber of streams (sorted, no
+// repeats): its frames are WebSocket event messages, which name their
+// stream, so several streams make a set of their own format, apart from
+// SSE subscribers of the same streams. Call it before subscribing, or
+// under the hub's lock.
+func (sub *subscriber) selectWS(streams []string) {
+	sub.streams, sub.format = streams, formatWS
+	sub.key, sub.patterns, sub.allow = "", nil, nil
+	if len(streams) > 1 {
+		sub.key = setKey(streams, nil, formatWS, "")
+	}
+}
 
 // resubscribe changes a WebSocket subscriber's streams to streams (sorted,
 // no repeats), atomically with respect to apply, and queues a subscribed
 // message with the id that covers them. It reports false when sub is no
 // longer subscribed.
 //
-// Streams it keeps continue exactly: sub leaves a registry only to join
-// another (single to several streams, or back) with the hub's lock held
-// throughout, so no event applied to them is missed or sent twice. Streams
+// Streams it keeps continue exactly: sub joins its new set (or single
+// stream) before it leaves the old one, with the hub's lock held
+// throughout, and leaving a single stream waits out its fan-out in
+// progress, so no event applied to them is missed or sent twice. Streams
 // it adds start live, at the connection's position: the id after the
 // change claims everything they had before it, as a new subscription's
 // first id does. An id is the position of one set of streams, so the
@@ -76,35 +73,31 @@ func (h *hub) resubscribe(sub *subscriber, streams []string) bool {
 	if _, ok := h.subs[sub]; !ok || h.closed {
 		return false
 	}
-	old := sub.streams
-	wasMulti, isMulti := len(old) > 1, len(streams) > 1
-	stays := func(name string, in []string) bool {
-		_, found := slices.BinarySearch(in, name)
-		return found && wasMulti == isMulti
+	oldSet, oldStream := sub.set, sub.single()
+	sub.selectWS(streams)
+	var set *streamSet
+	if sub.multi() {
+		set = h.setLocked(sub)
 	}
-	for _, name := range old {
-		if !stays(name, streams) {
-			_, kept := slices.BinarySearch(streams, name)
-			h.leaveStreamLocked(sub, name, wasMulti, !kept)
-		}
+	same := set == oldSet && (set != nil || streams[0] == oldStream)
+	if !same {
+		h.addLocked(sub, set)
+		h.leaveLocked(sub, oldSet, oldStream)
 	}
-	sub.streams, sub.key = streams, wsKey(streams)
-	for _, name := range streams {
-		if !stays(name, old) {
-			h.joinStreamLocked(sub, name, isMulti)
-		}
+	var pos position
+	if set != nil {
+		pos = set.pos
+	} else {
+		// A subscriber of one stream is served under that stream's fan-out
+		// lock, not the hub's: hold it so that an event being fanned out
+		// now is queued before the id that claims it, and sub.ahead is not
+		// being moved meanwhile.
+		ss := h.streams[streams[0]]
+		ss.fanMu.Lock()
+		defer ss.fanMu.Unlock()
+		pos = ss.pos
 	}
-	// A subscriber of one stream is served under that stream's fan-out
-	// lock, not the hub's: hold it so that an event being fanned out now
-	// is queued before the id that claims it, and sub.ahead is not being
-	// moved meanwhile.
-	if !isMulti && len(streams) == 1 {
-		if ss := h.streams[streams[0]]; ss != nil {
-			ss.fanMu.Lock()
-			defer ss.fanMu.Unlock()
-		}
-	}
-	id := h.streamsPosLocked(streams).merge(sub.ahead).withHoles(sub.lacks).String()
+	id := pos.merge(sub.ahead).withHoles(sub.lacks).String()
 	if id == "" {
 		id = nothingPosition(h.self).String()
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -13,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/sser-dev/sser/internal/testproc"
 )
 
 // TestServerSideDryRun applies every object the chart, the plain manifests
@@ -238,6 +241,17 @@ func TestRBAC(t *testing.T) {
 		}
 		return fmt.Sprintf("%s %s in %s", acc.verb, r, ns)
 	}
+	// The API server's RBAC authorizer learns of the Role and RoleBinding
+	// from its own watch, a moment after they are created: wait until the
+	// grant is in force before checking every access.
+	testproc.Eventually(t, 30*time.Second, "the chart's Role to be in force", func() bool {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user, Groups: groups,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: "pods"},
+		}}
+		got, err := a.Client.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), sar, metav1.CreateOptions{})
+		return err == nil && got.Status.Allowed
+	})
 	for _, acc := range allowed {
 		t.Run("allowed/"+name(acc), func(t *testing.T) { check(t, user, groups, acc, true) })
 	}

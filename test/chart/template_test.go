@@ -553,6 +553,23 @@ func TestTemplate(t *testing.T) {
 			},
 		},
 		{
+			name: "compression is off unless set to gzip", release: "sser", fullname: "sser",
+			check: func(t *testing.T, r rendered) {
+				if v, ok := r.flag("compression"); ok {
+					t.Errorf("--compression=%s rendered by default", v)
+				}
+			},
+		},
+		{
+			name: "sser.compression gzip becomes the flag", release: "sser", fullname: "sser",
+			args: []string{"--set", "sser.compression=gzip"},
+			check: func(t *testing.T, r rendered) {
+				if v, _ := r.flag("compression"); v != "gzip" {
+					t.Errorf("--compression=%q, want gzip", v)
+				}
+			},
+		},
+		{
 			name: "peerQueue is the older name of outboxSize", release: "sser", fullname: "sser",
 			args: []string{"--set", "sser.peerQueue=2048"},
 			check: func(t *testing.T, r rendered) {

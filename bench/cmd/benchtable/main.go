@@ -45,6 +45,9 @@ type run struct {
 	Origins            int     `json:"origins"`
 	IDBytesPerEvent    float64 `json:"idBytesPerEvent"`
 	FrameBytesPerEvent float64 `json:"frameBytesPerEvent"`
+	WireBytesPerEvent  float64 `json:"wireBytesPerEvent"`
+	ServerP50Ms        float64 `json:"serverP50Ms"`
+	ServerP99Ms        float64 `json:"serverP99Ms"`
 	Missed             int     `json:"missed"`
 	ReconnectsPerS     float64 `json:"reconnectsPerS"`
 	CPUUsPerReconnect  float64 `json:"cpuUsPerReconnect"`
@@ -301,18 +304,31 @@ func metricsFor(r run) []metric {
 	case r.Events == 0:
 		return idle
 	case r.Rate == 0:
-		return []metric{
+		return withWire(r, []metric{
 			{"deliveries/s", func(r run) float64 { return r.DeliveriesPerS }, si},
 			{"events/s (each to every subscriber)", func(r run) float64 { return r.EventsPerS }, si},
 			cpu,
-		}
+		})
 	default:
-		return []metric{
+		return withWire(r, []metric{
 			{"latency p50", func(r run) float64 { return r.P50Ms }, ms},
 			{"latency p99", func(r run) float64 { return r.P99Ms }, ms},
 			cpu,
-		}
+		})
 	}
+}
+
+// withWire adds the bytes on the wire per event, for runs that counted
+// them (older runs did not).
+func withWire(r run, m []metric) []metric {
+	if r.ServerP50Ms > 0 && r.Rate > 0 {
+		m = append(m, metric{"server's own latency p50 (publish to write)", func(r run) float64 { return r.ServerP50Ms }, ms},
+			metric{"server's own latency p99", func(r run) float64 { return r.ServerP99Ms }, ms})
+	}
+	if r.WireBytesPerEvent == 0 {
+		return m
+	}
+	return append(m, metric{"bytes on the wire per event", func(r run) float64 { return r.WireBytesPerEvent }, plain})
 }
 
 func incomplete(rs []run) int {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	r3sse "github.com/r3labs/sse/v2"
 	gosse "github.com/tmaxmax/go-sse"
@@ -31,10 +34,10 @@ type engine interface {
 // handler's goroutine (and a WebSocket a reader goroutine of its own).
 var engineNames = []string{"sser", "sser-nohijack", "r3labs", "gosse", "floor"}
 
-func newEngine(ctx context.Context, name string, sserQueue int) (engine, error) {
+func newEngine(ctx context.Context, name string, sserQueue int, compression string) (engine, error) {
 	switch name {
 	case "sser", "sser-nohijack":
-		return newSserEngine(ctx, sserQueue, name == "sser-nohijack")
+		return newSserEngine(ctx, sserQueue, name == "sser-nohijack", compression)
 	case "r3labs":
 		return newR3Engine(), nil
 	case "gosse":
@@ -51,19 +54,23 @@ func newEngine(ctx context.Context, name string, sserQueue int) (engine, error) 
 type sserEngine struct {
 	s      *sser.ServerImpl
 	h      http.Handler
+	reg    *prometheus.Registry
 	cancel context.CancelFunc
 }
 
-func newSserEngine(ctx context.Context, queue int, noHijack bool) (*sserEngine, error) {
+func newSserEngine(ctx context.Context, queue int, noHijack bool, compression string) (*sserEngine, error) {
 	pf, err := peerfinder.NewPeerFinderStatic([]string{"127.0.0.1"})
 	if err != nil {
 		return nil, fmt.Errorf("static peer finder: %w", err)
 	}
+	reg := prometheus.NewRegistry()
 	s, err := sser.NewWithOptions(sser.Options{
+		Registry:        reg,
 		InternalAddr:    "127.0.0.1:0",
 		PeerFinder:      pf,
 		SubscriberQueue: queue,
 		DisableHijack:   noHijack,
+		Compression:     compression,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new sser server: %w", err)
@@ -73,10 +80,30 @@ func newSserEngine(ctx context.Context, queue int, noHijack bool) (*sserEngine, 
 		cancel()
 		return nil, fmt.Errorf("start sser server: %w", err)
 	}
-	return &sserEngine{s: s, h: s.ClientConnectionHandler(ctx), cancel: cancel}, nil
+	return &sserEngine{s: s, h: s.ClientConnectionHandler(ctx), reg: reg, cancel: cancel}, nil
 }
 
 func (e *sserEngine) handler() http.Handler { return e.h }
+
+// latencyBuckets reads the server's own sser_delivery_latency_seconds:
+// the cumulative count at each upper bound, in seconds.
+func (e *sserEngine) latencyBuckets() ([]bucket, error) {
+	families, err := e.reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range families {
+		if f.GetName() != "sser_delivery_latency_seconds" || len(f.GetMetric()) != 1 {
+			continue
+		}
+		var out []bucket
+		for _, b := range f.GetMetric()[0].GetHistogram().GetBucket() {
+			out = append(out, bucket{UpperBound: b.GetUpperBound(), Count: b.GetCumulativeCount()})
+		}
+		return out, nil
+	}
+	return nil, errors.New("no sser_delivery_latency_seconds")
+}
 
 // otherOrigins makes the replica hear of n other publishers, as a peer
 // delivery of one event each (seq 1) would: each on its own stream (on

@@ -26,6 +26,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,8 @@ type config struct {
 	events    int
 	rate      float64
 	payload   int
+	ticks     bool
+	compress  string
 	duration  time.Duration
 	dialers   int
 	sserQueue int
@@ -78,6 +81,9 @@ type result struct {
 	Events    int     `json:"events"`
 	Rate      float64 `json:"rate"`
 	Payload   int     `json:"payload"`
+	// Ticks: the events were JSON price ticks; Compression: gzip or off.
+	Ticks       bool   `json:"ticks,omitempty"`
+	Compression string `json:"compression,omitempty"`
 
 	ConnectSeconds float64 `json:"connectSeconds"`
 	// Per idle connection, server process only, after a GC.
@@ -96,21 +102,31 @@ type result struct {
 	EventsPerS     float64 `json:"eventsPerS"`
 	P50Ms          float64 `json:"p50Ms"`
 	P99Ms          float64 `json:"p99Ms"`
-	MaxMs          float64 `json:"maxMs"`
-	Disconnected   int     `json:"disconnected"`
-	OutOfOrder     int64   `json:"outOfOrder"`
-	Complete       bool    `json:"complete"`
+	// ServerP50Ms and ServerP99Ms are the server's own view (sser
+	// engines: sser_delivery_latency_seconds, publish to the write of each
+	// batch, from its buckets), without the subscribers' reading.
+	ServerP50Ms  float64 `json:"serverP50Ms,omitempty"`
+	ServerP99Ms  float64 `json:"serverP99Ms,omitempty"`
+	MaxMs        float64 `json:"maxMs"`
+	Disconnected int     `json:"disconnected"`
+	OutOfOrder   int64   `json:"outOfOrder"`
+	Complete     bool    `json:"complete"`
 	// CPU time (user + system) of the server process from the first
 	// publish until every event was delivered, and that per delivery.
 	ServerCPUSeconds float64 `json:"serverCPUSeconds"`
+	// DriverCPUSeconds is the same for this process, the subscribers
+	// (reading, parsing, inflating gzip), on the same machine.
+	DriverCPUSeconds float64 `json:"driverCPUSeconds"`
 	// Origins is how many other publishers the server had heard of before
 	// the subscribers connected (sser engines only), and OriginsOn where
 	// they published: "own" (each its own stream) or "bench" (the
 	// subscribers' stream).
 	Origins   int    `json:"origins,omitempty"`
 	OriginsOn string `json:"originsOn,omitempty"`
-	// Per delivered event: bytes of its frame and of its id value.
+	// Per delivered event: bytes of its frame and of its id value, and
+	// body bytes on the wire (gzip bytes when compressed).
 	FrameBytesPerEvent float64 `json:"frameBytesPerEvent"`
+	WireBytesPerEvent  float64 `json:"wireBytesPerEvent"`
 	IDBytesPerEvent    float64 `json:"idBytesPerEvent"`
 	CPUUsPerDelivery   float64 `json:"cpuUsPerDelivery"`
 
@@ -160,6 +176,8 @@ func main() {
 	flag.IntVar(&cfg.events, "events", 2000, "events to publish after the idle measurement (0: measure idle connections only)")
 	flag.Float64Var(&cfg.rate, "rate", 0, "events per second to publish (0: as fast as the engine accepts them)")
 	flag.IntVar(&cfg.payload, "payload", 64, "bytes of data in each event")
+	flag.BoolVar(&cfg.ticks, "ticks", false, "events are JSON price ticks of about 200 bytes (a repetitive workload, as compression sees it) instead of --payload bytes of x")
+	flag.StringVar(&cfg.compress, "compression", "off", "gzip: the sser engine compresses and the subscribers ask for gzip (sser only)")
 	flag.DurationVar(&cfg.duration, "duration", 2*time.Minute, "cap on the whole run")
 	flag.IntVar(&cfg.dialers, "dialers", 32, "connections opened concurrently")
 	flag.IntVar(&cfg.sserQueue, "sser-queue", 0, "sser's SubscriberQueue (0: the library default)")
@@ -176,6 +194,10 @@ func main() {
 	flag.Parse()
 	if cfg.transport != "sse" && (cfg.transport != "ws" || !strings.HasPrefix(cfg.engine, "sser")) {
 		fmt.Fprintln(os.Stderr, "sseload: --transport is sse, or ws with an sser engine")
+		os.Exit(2)
+	}
+	if cfg.transport == "ws" && cfg.compress != "off" {
+		fmt.Fprintln(os.Stderr, "sseload: --compression is for SSE: sser never compresses a WebSocket")
 		os.Exit(2)
 	}
 	if cfg.subs < 1 || cfg.events < 0 || cfg.payload < 48 || cfg.duration <= 0 || cfg.dialers < 1 || cfg.missed < 1 || cfg.rssEvery < 0 {
@@ -203,8 +225,9 @@ func printResult(r *result) {
 		fmt.Printf("  published      %d events in %.2fs (rate %g, 0 = max)\n", r.Published, r.PublishSeconds, r.Rate)
 		fmt.Printf("  delivered      %d of %d in %.2fs: %.0f deliveries/s, %.0f events/s\n",
 			r.Delivered, r.Expected, r.Seconds, r.DeliveriesPerS, r.EventsPerS)
-		fmt.Printf("  latency        p50 %.2fms, p99 %.2fms, max %.2fms\n", r.P50Ms, r.P99Ms, r.MaxMs)
-		fmt.Printf("  server CPU     %.3fs, %.2fµs per delivery\n", r.ServerCPUSeconds, r.CPUUsPerDelivery)
+		fmt.Printf("  latency        p50 %.2fms, p99 %.2fms, max %.2fms (server's own: p50 %.2fms, p99 %.2fms)\n", r.P50Ms, r.P99Ms, r.MaxMs, r.ServerP50Ms, r.ServerP99Ms)
+		fmt.Printf("  server CPU     %.3fs, %.2fµs per delivery (driver: %.3fs)\n", r.ServerCPUSeconds, r.CPUUsPerDelivery, r.DriverCPUSeconds)
+		fmt.Printf("  on the wire    %.1f B per event (frames %.1f B; compression %s)\n", r.WireBytesPerEvent, r.FrameBytesPerEvent, cmp.Or(r.Compression, "off"))
 		fmt.Printf("  disconnected   %d, out of order %d, complete %v\n", r.Disconnected, r.OutOfOrder, r.Complete)
 	}
 	for _, s := range r.Samples {
@@ -228,6 +251,7 @@ type child struct {
 	ctlURL  string
 	httpc   *http.Client
 	payload int
+	ticks   bool
 }
 
 func startChild(ctx context.Context, cfg config) (*child, error) {
@@ -236,7 +260,8 @@ func startChild(ctx context.Context, cfg config) (*child, error) {
 		return nil, err
 	}
 	args := []string{"serve", "--engine", cfg.engine,
-		fmt.Sprintf("--sser-queue=%d", cfg.sserQueue), fmt.Sprintf("--origins=%d", cfg.origins), "--origins-on=" + cfg.originsOn, "--max-life", (cfg.duration + time.Minute).String()}
+		fmt.Sprintf("--sser-queue=%d", cfg.sserQueue), fmt.Sprintf("--origins=%d", cfg.origins), "--origins-on=" + cfg.originsOn, "--max-life", (cfg.duration + time.Minute).String(),
+		"--compression=" + cfg.compress}
 	if cfg.heapProf != "" {
 		args = append(args, "--heapprofile", cfg.heapProf)
 	}
@@ -257,7 +282,7 @@ func startChild(ctx context.Context, cfg config) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start server process: %w", err)
 	}
-	c := &child{cmd: cmd, stdin: stdin, payload: cfg.payload,
+	c := &child{cmd: cmd, stdin: stdin, payload: cfg.payload, ticks: cfg.ticks,
 		httpc: &http.Client{Timeout: cfg.duration, Transport: &http.Transport{}}}
 	line := make(chan string, 1)
 	go func() {
@@ -320,9 +345,16 @@ func (c *child) cpu(ctx context.Context) (time.Duration, error) {
 	return time.Duration(s.CPUNanos), nil
 }
 
+// latency reads the server's delivery latency buckets (sser engines).
+func (c *child) latency(ctx context.Context) ([]bucket, error) {
+	var b []bucket
+	err := c.call(ctx, http.MethodGet, "/latency", &b)
+	return b, err
+}
+
 func (c *child) publish(ctx context.Context, n, first int, rate float64, limit time.Duration) (publishResult, error) {
 	var p publishResult
-	path := fmt.Sprintf("/publish?n=%d&first=%d&rate=%g&size=%d&limit=%s", n, first, rate, c.payload, limit)
+	path := fmt.Sprintf("/publish?n=%d&first=%d&rate=%g&size=%d&limit=%s&ticks=%t", n, first, rate, c.payload, limit, c.ticks)
 	err := c.call(ctx, http.MethodPost, path, &p)
 	if err == nil && p.Error != "" {
 		err = errors.New("publish: " + p.Error)
@@ -355,7 +387,10 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	if cfg.engineLabel != "" {
 		name = cfg.engineLabel
 	}
-	res := &result{Label: cfg.label, Engine: name, Transport: cfg.transport, Subs: cfg.subs, Events: cfg.events, Rate: cfg.rate, Payload: cfg.payload}
+	res := &result{Label: cfg.label, Engine: name, Transport: cfg.transport, Subs: cfg.subs, Events: cfg.events, Rate: cfg.rate, Payload: cfg.payload, Ticks: cfg.ticks}
+	if cfg.compress != "" && cfg.compress != "off" {
+		res.Compression = cfg.compress
+	}
 	if cfg.origins > 0 {
 		res.Origins, res.OriginsOn = cfg.origins, cfg.originsOn
 	}
@@ -371,7 +406,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	defer sseclient.CloseAll(clients, &wg)
 	connStart := time.Now()
 	targets := []*url.URL{srv.sseURL}
-	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{WebSocket: cfg.transport == "ws"}); err != nil {
+	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{WebSocket: cfg.transport == "ws", Gzip: cfg.compress == "gzip"}); err != nil {
 		return nil, err
 	}
 	// Every subscriber counts as connected once it has received an event:
@@ -457,6 +492,12 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 	if err != nil {
 		return fmt.Errorf("server CPU time: %w", err)
 	}
+	latBefore, _ := srv.latency(ctx) // nil for engines that do not measure it
+	driver0 := cpuNanos()
+	var wire0 int64
+	for _, c := range clients {
+		wire0 += c.WireBytes.Load()
+	}
 	start := time.Now()
 	stopSampling := sampleMemory(ctx, srv, cfg.rssEvery, start, res)
 	defer stopSampling()
@@ -487,8 +528,16 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 		return fmt.Errorf("server CPU time: %w", err)
 	}
 	res.ServerCPUSeconds = (after - before).Seconds()
-	var last int64
+	res.DriverCPUSeconds = time.Duration(cpuNanos() - driver0).Seconds()
+	if latBefore != nil {
+		if latAfter, err := srv.latency(ctx); err == nil {
+			res.ServerP50Ms = bucketQuantile(0.5, latBefore, latAfter)
+			res.ServerP99Ms = bucketQuantile(0.99, latBefore, latAfter)
+		}
+	}
+	var last, wire int64
 	for _, c := range clients {
+		wire += c.WireBytes.Load()
 		res.Delivered += c.Got.Load()
 		last = max(last, c.LastRecv.Load())
 		if c.Done.Load() {
@@ -501,6 +550,7 @@ func measureDelivery(ctx context.Context, cfg config, srv *child, clients []*sse
 	}
 	if res.Delivered > 0 {
 		res.CPUUsPerDelivery = res.ServerCPUSeconds * 1e6 / float64(res.Delivered)
+		res.WireBytesPerEvent = float64(wire-wire0) / float64(res.Delivered)
 	}
 	if res.Seconds > 0 {
 		res.DeliveriesPerS = float64(res.Delivered) / res.Seconds
@@ -586,7 +636,7 @@ func measureReconnect(ctx context.Context, cfg config, srv *child, targets []*ur
 	defer sseclient.CloseAll(clients, &wg)
 	want := int64(cfg.missed)
 	start := time.Now()
-	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{LastEventIDs: ids, WebSocket: cfg.transport == "ws"}); err != nil {
+	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{LastEventIDs: ids, WebSocket: cfg.transport == "ws", Gzip: cfg.compress == "gzip"}); err != nil {
 		return fmt.Errorf("reconnecting: %w", err)
 	}
 	_ = sseclient.PollUntil(ctx, time.Until(deadline), func() bool {

@@ -124,3 +124,35 @@ func TestWebSocketTransport(t *testing.T) {
 		})
 	}
 }
+
+// TestCompressedTicks: sser compresses for subscribers that ask, a JSON
+// tick workload arrives whole and in order through gzip, and far fewer
+// bytes cross the wire than the frames hold.
+func TestCompressedTicks(t *testing.T) {
+	cfg := config{engine: "sser", subs: 20, events: 100, payload: 64, ticks: true, compress: "gzip", duration: time.Minute, dialers: 4, sserQueue: 400}
+	res, err := run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Complete || res.Disconnected != 0 || res.OutOfOrder != 0 {
+		t.Fatalf("delivered %d of %d, %d disconnected, %d out of order", res.Delivered, res.Expected, res.Disconnected, res.OutOfOrder)
+	}
+	if res.FrameBytesPerEvent < 150 || res.WireBytesPerEvent <= 0 || res.WireBytesPerEvent*2 > res.FrameBytesPerEvent {
+		t.Fatalf("frames %.1f B per event, %.1f B on the wire: want ticks of 150 B or more, compressed to under half", res.FrameBytesPerEvent, res.WireBytesPerEvent)
+	}
+	t.Logf("ticks: %.1f B frames, %.1f B on the wire per event", res.FrameBytesPerEvent, res.WireBytesPerEvent)
+}
+
+func TestBucketQuantile(t *testing.T) {
+	before := []bucket{{0.001, 1}, {0.01, 1}, {0.1, 1}}
+	after := []bucket{{0.001, 1}, {0.01, 51}, {0.1, 101}}
+	// 100 observations: 50 in (1ms, 10ms], 50 in (10ms, 100ms].
+	for _, tc := range []struct{ q, want float64 }{{0.5, 10}, {0.25, 5.5}, {0.99, 98.2}} {
+		if got := bucketQuantile(tc.q, before, after); got < tc.want-0.01 || got > tc.want+0.01 {
+			t.Errorf("q%.2f = %.3f ms, want %.3f", tc.q, got, tc.want)
+		}
+	}
+	if got := bucketQuantile(0.5, after, after); got != 0 {
+		t.Errorf("nothing observed: %v, want 0", got)
+	}
+}

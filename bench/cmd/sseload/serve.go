@@ -48,6 +48,7 @@ func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	engineName := fs.String("engine", "sser", "engine: "+strings.Join(engineNames, ", "))
 	sserQueue := fs.Int("sser-queue", 0, "sser SubscriberQueue (0: the library default)")
+	compression := fs.String("compression", "off", "sser Options.Compression: gzip or off")
 	origins := fs.Int("origins", 0, "sser only: deliver one event from each of this many other origins first")
 	originsOn := fs.String("origins-on", "own", "where those events go: own (a stream each) or bench")
 	maxLife := fs.Duration("max-life", 10*time.Minute, "exit after this long whatever happens")
@@ -78,7 +79,13 @@ func serve(ctx context.Context, args []string) error {
 		cancel()
 	}()
 
-	eng, err := newEngine(ctx, *engineName, *sserQueue)
+	if *compression == "off" {
+		*compression = ""
+	}
+	if *compression != "" && *engineName != "sser" {
+		return fmt.Errorf("--compression needs the sser engine, not %s", *engineName)
+	}
+	eng, err := newEngine(ctx, *engineName, *sserQueue, *compression)
 	if err != nil {
 		return err
 	}
@@ -123,19 +130,33 @@ func serve(ctx context.Context, args []string) error {
 		}
 		writeJSON(w, st)
 	})
+	ctl.HandleFunc("GET /latency", func(w http.ResponseWriter, r *http.Request) {
+		se, ok := eng.(*sserEngine)
+		if !ok {
+			http.Error(w, "only the sser engine measures its own latency", http.StatusNotFound)
+			return
+		}
+		b, err := se.latencyBuckets()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, b)
+	})
 	ctl.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		n, _ := strconv.Atoi(q.Get("n"))
 		rate, _ := strconv.ParseFloat(q.Get("rate"), 64)
 		size, _ := strconv.Atoi(q.Get("size"))
 		first, _ := strconv.Atoi(q.Get("first"))
+		ticks := q.Get("ticks") == "true"
 		limit, _ := time.ParseDuration(q.Get("limit"))
 		if limit <= 0 {
 			limit = time.Minute
 		}
 		pctx, pcancel := context.WithTimeout(r.Context(), limit)
 		defer pcancel()
-		writeJSON(w, publishLoop(pctx, eng, n, first, rate, size))
+		writeJSON(w, publishLoop(pctx, eng, n, first, rate, size, ticks))
 	})
 	ctlSrv := &http.Server{Handler: ctl, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = ctlSrv.Serve(ctlLn) }()
@@ -161,9 +182,11 @@ func serve(ctx context.Context, args []string) error {
 
 // publishLoop publishes n events numbered from first, at rate events/s (0:
 // as fast as the engine takes them), each message "<seq> <unix-nanos> "
-// padded with x to size bytes. It stops early when ctx ends.
-func publishLoop(ctx context.Context, eng engine, n, first int, rate float64, size int) publishResult {
+// padded with x to size bytes, or with ticks followed by a JSON price tick.
+// It stops early when ctx ends.
+func publishLoop(ctx context.Context, eng engine, n, first int, rate float64, size int, ticks bool) publishResult {
 	start := time.Now()
+	var tk tickGen
 	buf := make([]byte, 0, max(size, 64))
 	res := publishResult{}
 	for i := range n {
@@ -187,7 +210,10 @@ func publishLoop(ctx context.Context, eng engine, n, first int, rate float64, si
 		buf = append(buf, ' ')
 		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
 		buf = append(buf, ' ')
-		for len(buf) < size {
+		if ticks {
+			buf = tk.append(buf)
+		}
+		for !ticks && len(buf) < size {
 			buf = append(buf, 'x')
 		}
 		if err := eng.publish(ctx, string(buf)); err != nil {
@@ -257,4 +283,88 @@ func writeHeapProfile(name string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// tickGen makes JSON price ticks: 20 symbols whose prices walk, with
+// volumes and a venue, about 170 bytes each (about 200 with the seq and
+// time sseload puts first); repetitive as market data is
+// (the same keys, similar numbers), from a fixed seed so runs compare.
+type tickGen struct {
+	n  int
+	px [20]float64
+	r  uint64
+}
+
+var tickSymbols = [20]string{"ACME", "GLOBX", "INITECH", "UMBRL", "HOOLI", "STARK", "WAYNE", "CYBRD", "OSCP", "TYRL",
+	"MSFT", "AAPL", "GOOG", "AMZN", "NFLX", "TSLA", "NVDA", "META", "ORCL", "IBM"}
+
+// next is a small xorshift PRNG: deterministic and allocation free.
+func (g *tickGen) next() uint64 {
+	if g.r == 0 {
+		g.r = 0x9e3779b97f4a7c15
+		for i := range g.px {
+			g.px[i] = 10 + float64(i*23%500)
+		}
+	}
+	g.r ^= g.r << 13
+	g.r ^= g.r >> 7
+	g.r ^= g.r << 17
+	return g.r
+}
+
+func (g *tickGen) append(b []byte) []byte {
+	k := int(g.next() % uint64(len(tickSymbols)))
+	g.px[k] *= 1 + (float64(g.next()%2001)-1000)/1e6
+	g.n++
+	px := g.px[k]
+	b = append(b, `{"type":"tick","sym":"`...)
+	b = append(b, tickSymbols[k]...)
+	b = append(b, `","px":`...)
+	b = strconv.AppendFloat(b, px, 'f', 2, 64)
+	b = append(b, `,"bid":`...)
+	b = strconv.AppendFloat(b, px-0.01, 'f', 2, 64)
+	b = append(b, `,"ask":`...)
+	b = strconv.AppendFloat(b, px+0.01, 'f', 2, 64)
+	b = append(b, `,"vol":`...)
+	b = strconv.AppendUint(b, 1000+g.next()%90000, 10)
+	b = append(b, `,"chg":`...)
+	b = strconv.AppendFloat(b, (float64(g.next()%2001)-1000)/1000, 'f', 3, 64)
+	b = append(b, `,"venue":"XNAS","cur":"USD","lot":100,"seq":`...)
+	b = strconv.AppendInt(b, int64(g.n), 10)
+	return append(b, '}')
+}
+
+// bucket is one cumulative histogram bucket.
+type bucket struct {
+	UpperBound float64 `json:"le"`
+	Count      uint64  `json:"count"`
+}
+
+// bucketQuantile is Prometheus's histogram_quantile over the observations
+// between two readings of the same buckets: linear within a bucket, in
+// milliseconds; 0 when nothing was observed.
+func bucketQuantile(q float64, before, after []bucket) float64 {
+	if len(after) == 0 || len(before) != len(after) {
+		return 0
+	}
+	counts := make([]float64, len(after))
+	for i := range after {
+		counts[i] = float64(after[i].Count - before[i].Count)
+	}
+	total := counts[len(counts)-1]
+	if total == 0 {
+		return 0
+	}
+	rank := q * total
+	lower, prev := 0.0, 0.0
+	for i, c := range counts {
+		if c >= rank {
+			if c == prev {
+				return after[i].UpperBound * 1000
+			}
+			return (lower + (after[i].UpperBound-lower)*(rank-prev)/(c-prev)) * 1000
+		}
+		lower, prev = after[i].UpperBound, c
+	}
+	return after[len(after)-1].UpperBound * 1000
 }

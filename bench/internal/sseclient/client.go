@@ -3,9 +3,11 @@ package sseclient
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -30,6 +32,9 @@ type Options struct {
 	// WebSocket subscribes with a WebSocket on the same URL (sser's
 	// JSON messages) instead of SSE.
 	WebSocket bool
+	// Gzip asks for a gzip response (Accept-Encoding: gzip) and inflates
+	// it as it reads.
+	Gzip bool
 }
 
 // Client is one SSE subscriber: a raw TCP connection, one hand-written
@@ -47,6 +52,9 @@ type Client struct {
 	Got      atomic.Int64 // measured events (seq > 0) received, repeats included
 	Done     atomic.Bool  // the connection ended
 	LastRecv atomic.Int64 // unix nanos of the latest measured event
+	// WireBytes counts the body bytes read off the connection (chunk
+	// framing excluded; gzip bytes when the response is compressed).
+	WireBytes atomic.Int64
 
 	// Owned by the reading goroutine until it has returned (wait for the
 	// WaitGroup given to Dial before reading them).
@@ -87,6 +95,9 @@ func Dial(ctx context.Context, target *url.URL, wg *sync.WaitGroup, opts Options
 	if opts.LastEventID != "" {
 		req += "Last-Event-ID: " + opts.LastEventID + "\r\n"
 	}
+	if opts.Gzip {
+		req += "Accept-Encoding: gzip\r\n"
+	}
 	req += "\r\n"
 	if _, err := conn.Write([]byte(req)); err != nil {
 		_ = conn.Close()
@@ -125,7 +136,15 @@ func (c *Client) read(target *url.URL) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %s", resp.Status)
 	}
-	lines := bufio.NewReaderSize(resp.Body, 4096)
+	var body io.Reader = countingReader{resp.Body, &c.WireBytes}
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return fmt.Errorf("gzip response: %w", err)
+		}
+		body = zr
+	}
+	lines := bufio.NewReaderSize(body, 4096)
 	typed := false // the event being read has an event: line
 	// Bytes of the frame being read, of its id, and whether it is measured.
 	frame, id, measured := 0, 0, false
@@ -229,6 +248,18 @@ func CutInt(b []byte) (int64, []byte, bool) {
 		}
 	}
 	return 0, b, false
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // Close closes the connection; the reading goroutine then returns.
