@@ -44,6 +44,9 @@ type browserReport struct {
 	Kind string `json:"kind"`
 	Data string `json:"data"`
 	ID   string `json:"id"`
+	// Extra is what else a page reports: a WebSocket event's stream, a
+	// subscribed message's resume.
+	Extra string `json:"extra"`
 }
 
 // browserLog collects the page's reports.
@@ -223,22 +226,7 @@ func drainUnderBrowser(t *testing.T, c *cluster, b *balancer, blog *browserLog, 
 		t.Fatal(err)
 	}
 	// Publish through the whole drain window and a little past it.
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for _, pub := range []*publisher{p, q} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := pub.run(t.Context(), 20, 10+more, nil); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	runAll(t, 20, 10+more, p, q)
 	ctx, cancel := context.WithTimeout(t.Context(), deadline)
 	defer cancel()
 	if err := r.Wait(ctx); err != nil {

@@ -9,11 +9,12 @@
 // Service are. Subscribers reach them through a small in-test load balancer
 // that, like a Service, sends each new connection to a replica whose /readyz
 // answers 200, so a client that loses its replica reconnects elsewhere.
-// Subscribers are the project's Go client (pkg/client) and headless
-// Chromium: its EventSource, and the playground (the demo page) and the
-// status page, driven over the DevTools protocol (chromedp), which read the
-// page's DOM and take screenshots (saved in the test's temporary directory,
-// and in $SSER_ARTIFACTS when set).
+// Subscribers are the project's Go clients (pkg/client for SSE, pkg/wsclient
+// for WebSocket) and headless Chromium: its EventSource and WebSocket, and
+// the playground (the demo page) and the status page, driven over the
+// DevTools protocol (chromedp), which read the page's DOM and take
+// screenshots (saved in the test's temporary directory, and in
+// $SSER_ARTIFACTS when set).
 //
 // The browser tests need Chromium (hack/install-chromium.sh installs
 // Debian's package; SSER_CHROMIUM names another); without it they skip, or

@@ -341,11 +341,12 @@ func (b *balancer) routedTo(i int) int {
 // sser orders events per origin, and a publisher that moves between
 // replicas spans several origins.
 type publisher struct {
-	name string
-	home int
-	c    *cluster
-	b    *balancer // nil: always home
-	hc   *http.Client
+	name   string
+	home   int
+	stream string // the stream published to; default the package's
+	c      *cluster
+	b      *balancer // nil: always home
+	hc     *http.Client
 
 	mu  sync.Mutex
 	seg []string // incarnation that accepted event n
@@ -356,7 +357,7 @@ func newPublisher(c *cluster, b *balancer, name string, home int) *publisher {
 	// not taken, where a pooled connection that a stopping replica closed
 	// would fail ambiguously.
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	return &publisher{name: name, home: home, c: c, b: b, hc: hc}
+	return &publisher{name: name, home: home, stream: stream, c: c, b: b, hc: hc}
 }
 
 // sent is the number of events published so far.
@@ -395,7 +396,7 @@ func (p *publisher) publishNext(ctx context.Context) error {
 	p.mu.Lock()
 	n := len(p.seg)
 	p.mu.Unlock()
-	body := fmt.Sprintf(`{"stream":%q,"msg":"%s-%d"}`, stream, p.name, n)
+	body := fmt.Sprintf(`{"stream":%q,"msg":"%s-%d"}`, p.stream, p.name, n)
 	end := time.Now().Add(20 * time.Second)
 	for attempt := 0; ; attempt++ {
 		for k := range len(p.c.cfgs) {
@@ -445,6 +446,28 @@ func (p *publisher) run(ctx context.Context, rate float64, maxEvents int, stop <
 		}
 	}
 	return nil
+}
+
+// runAll runs pubs at once, each at rate events/s until it has sent
+// maxEvents, failing the test at the first error.
+func runAll(t *testing.T, rate float64, maxEvents int, pubs ...*publisher) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pubs))
+	for _, pub := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pub.run(t.Context(), rate, maxEvents, nil); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }
 
 // postJSON posts body; errNotTaken wraps the failures that prove the server

@@ -34,6 +34,7 @@ func (o *Options) ServerOptions(log logr.Logger) (sser.Options, error) {
 		WriteTimeout:      o.WriteTimeout,
 		SubscriberQueue:   o.SubscriberQueue,
 		CORSOrigins:       o.CORSOrigins,
+		DisableWebSocket:  !o.WebSocket,
 		Compression:       o.Compression,
 		PeerBatch:         o.PeerBatch,
 		PeerTimeout:       o.PeerTimeout,

@@ -51,6 +51,7 @@ type Options struct {
 	PeerBackoffMax    time.Duration
 	MaxBodyBytes      int64
 	CORSOrigins       []string
+	WebSocket         bool
 	AllowedStreams    []string
 	Compression       string
 	HistorySize       int
@@ -144,6 +145,7 @@ func NewOptions() *Options {
 		LogLevel:                "info",
 		LogFormat:               "auto",
 		DemoPage:                true,
+		WebSocket:               true,
 		Auth:                    newAuthOptions(),
 	}
 }
@@ -301,14 +303,15 @@ func (o *Options) Flags(fs *flag.FlagSet) []error {
 	e.str(&o.Selector, "selector", "SSER_SELECTOR", "label selector of the peer pods")
 	e.str(&o.Kubeconfig, "kubeconfig", "KUBECONFIG", "kubeconfig file, for running outside a cluster")
 	// Subscribers.
-	e.dur(&o.Heartbeat, "heartbeat", "SSER_HEARTBEAT", "interval of heartbeat comments on idle SSE connections")
+	e.dur(&o.Heartbeat, "heartbeat", "SSER_HEARTBEAT", "interval of heartbeat comments on idle SSE connections and of WebSocket pings")
 	e.dur(&o.Retry, "retry", "SSER_RETRY", "reconnection delay sent to SSE clients")
 	e.boolean(&o.ConnectPreamble, "connect-preamble", "SSER_CONNECT_PREAMBLE", "send the retry field and an id-only frame on connect, so a client has a resume point before its first event (false for clients that dispatch frames without data as empty events; a subscriber may pass ?preamble=0 or 1)")
-	e.dur(&o.MaxConnectionTime, "max-connection-time", "SSER_MAX_CONNECTION_TIME", "end SSE connections after about this long (jittered), 0 = never")
+	e.dur(&o.MaxConnectionTime, "max-connection-time", "SSER_MAX_CONNECTION_TIME", "end subscriber connections after about this long (jittered), 0 = never")
 	e.dur(&o.WriteTimeout, "write-timeout", "SSER_WRITE_TIMEOUT", "limit on one write to a subscriber")
 	e.integer(&o.SubscriberQueue, "subscriber-queue", "SSER_SUBSCRIBER_QUEUE", "events queued for one subscriber before it is disconnected")
 	e.str(&o.Compression, "compression", "SSER_COMPRESSION", "gzip: compress SSE responses for clients that send Accept-Encoding: gzip (each event is deflated once for all of them); off: never")
 	e.list(&o.CORSOrigins, "cors-origins", "SSER_CORS_ORIGINS", "browser origins allowed to subscribe cross-origin; * for any")
+	e.boolean(&o.WebSocket, "websocket", "SSER_WEBSOCKET", "serve WebSocket subscriptions on the SSE path (GET /events with Upgrade: websocket)")
 	e.list(&o.AllowedStreams, "allowed-streams", "SSER_ALLOWED_STREAMS", "glob patterns (path.Match) of the streams clients may subscribe to; others get 204 No Content (empty allows all)")
 	e.integer(&o.HistorySize, "history-size", "SSER_HISTORY_SIZE", "events kept per stream for resuming clients (0 disables)")
 	e.dur(&o.HistoryAge, "history-age", "SSER_HISTORY_AGE", "how long events are kept for resuming clients")

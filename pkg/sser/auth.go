@@ -51,23 +51,12 @@ type AuthOptions struct {
 // streams a pattern subscription matches. Neither the answer nor the log holds the
 // credential.
 func (s *ServerImpl) authorizeSubscribe(w http.ResponseWriter, r *http.Request, streams []string) (time.Time, *auth.Principal, bool) {
-	authenticate := s.opts.Authenticate
-	if authenticate == nil {
+	if s.opts.Authenticate == nil {
 		return time.Time{}, nil, true
 	}
-	p, err := authenticate(r)
-	if err == nil && p == nil {
-		err = auth.ErrNoCredential
-	}
-	if err == nil && !p.Expires.IsZero() && !time.Now().Before(p.Expires) {
-		err = auth.ErrExpired
-	}
+	p, err := s.subscriberPrincipal(r)
 	if err != nil {
-		msg := "credentials required: a ticket or token as Authorization: Bearer, ?ticket=, ?access_token= or cookie"
-		if !errors.Is(err, auth.ErrNoCredential) {
-			s.m.authFailures.WithLabelValues("events").Inc()
-			msg = "credentials not accepted: " + strings.TrimPrefix(err.Error(), "auth: ")
-		}
+		msg := s.credentialProblem("events", err)
 		s.log.V(1).Info("subscriber not authenticated", "reason", err.Error(), "url", auth.RedactURL(r.URL), "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sser"`)
 		s.writeError(w, r, "events", http.StatusUnauthorized, msg, "")
@@ -82,6 +71,30 @@ func (s *ServerImpl) authorizeSubscribe(w http.ResponseWriter, r *http.Request, 
 		}
 	}
 	return p.Expires, p, true
+}
+
+// subscriberPrincipal authenticates a subscription's request (Authenticate
+// is set): its principal, or why there is none (auth.ErrNoCredential when
+// it brought no credential, auth.ErrExpired when it is past its expiry).
+func (s *ServerImpl) subscriberPrincipal(r *http.Request) (*auth.Principal, error) {
+	p, err := s.opts.Authenticate(r)
+	if err == nil && p == nil {
+		err = auth.ErrNoCredential
+	}
+	if err == nil && !p.Expires.IsZero() && !time.Now().Before(p.Expires) {
+		err = auth.ErrExpired
+	}
+	return p, err
+}
+
+// credentialProblem is what a subscriber refused for err is told; a wrong
+// credential (not a missing one) is counted on endpoint.
+func (s *ServerImpl) credentialProblem(endpoint string, err error) string {
+	if errors.Is(err, auth.ErrNoCredential) {
+		return "credentials required: a ticket or token as Authorization: Bearer, ?ticket=, ?access_token= or cookie"
+	}
+	s.m.authFailures.WithLabelValues(endpoint).Inc()
+	return "credentials not accepted: " + strings.TrimPrefix(err.Error(), "auth: ")
 }
 
 // expiryTimer fires a little after expires: up to a tenth of the time

@@ -51,7 +51,13 @@ func BenchmarkAppendFrame(b *testing.B) {
 // keeping history, queueing it to every subscriber) and one consumer
 // goroutine per subscriber takes its queue, as the SSE writer does, and
 // counts frames. The clock stops when every subscriber has every event.
-func BenchmarkHubFanout(b *testing.B) {
+func BenchmarkHubFanout(b *testing.B) { benchHubFanout(b, false) }
+
+// BenchmarkHubFanoutWebSocket is BenchmarkHubFanout with WebSocket
+// subscribers: each event is also encoded as a WebSocket message, once.
+func BenchmarkHubFanoutWebSocket(b *testing.B) { benchHubFanout(b, true) }
+
+func benchHubFanout(b *testing.B, ws bool) {
 	for _, subs := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("subs=%d", subs), func(b *testing.B) {
 			h := newHub(logr.Discard(), newMetrics(nil), DefaultHistorySize, DefaultHistoryAge)
@@ -68,6 +74,9 @@ func BenchmarkHubFanout(b *testing.B) {
 			subscribers := make([]*subscriber, subs)
 			for i := range subscribers {
 				sub := newSubscriber([]string{"bench"}, maxQueue)
+				if ws {
+					sub.ws = &wsConn{}
+				}
 				if _, ok := h.subscribe(sub, nil, false, 3000); !ok {
 					b.Fatal("hub refused a subscriber")
 				}

@@ -92,6 +92,11 @@ func appendSetFrame(dst []byte, id string, ev *Event, f frameFormat) []byte {
 		return appendFrame(dst, id, &env)
 	case formatTagged:
 		return appendFrameTagged(dst, id, ev, ev.Stream)
+	case formatWS:
+		if dst == nil {
+			return wsEventFrame(id, ev)
+		}
+		return append(dst, wsEventFrame(id, ev)...)
 	}
 	return appendFrame(dst, id, ev)
 }

@@ -299,6 +299,15 @@ func (s *ServerImpl) serveHijacked(w http.ResponseWriter, sub *subscriber, relea
 	}
 	sub.mu.Unlock()
 	s.writers.watchConn(sub)
+	s.scheduleConn(sub, now, expires)
+	s.writeConn(sub, head)
+	return true
+}
+
+// scheduleConn puts a hijacked connection handed over at now in the
+// hub's clock: its heartbeats, its maximum connection time (jittered),
+// and its credential's expiry.
+func (s *ServerImpl) scheduleConn(sub *subscriber, now int64, expires time.Time) {
 	beat := s.hub.beat
 	s.hub.clock.set(sub, func(t *subTimers) {
 		t.beatAt = beat.next(now)
@@ -311,8 +320,6 @@ func (s *ServerImpl) serveHijacked(w http.ResponseWriter, sub *subscriber, relea
 			}
 		}
 	})
-	s.writeConn(sub, head)
-	return true
 }
 
 func (p *connWriters) watchConn(sub *subscriber) {
@@ -326,8 +333,13 @@ func (p *connWriters) watchConn(sub *subscriber) {
 	}
 }
 
-// clientGone is the close watcher's news: the client closed its side.
+// clientGone is the close watcher's news: the client closed its side
+// (a WebSocket's: it sent something, see wsReadable).
 func (s *ServerImpl) clientGone(sub *subscriber) {
+	if sub.ws != nil {
+		s.wsReadable(sub)
+		return
+	}
 	sub.mu.Lock()
 	hc := sub.hc
 	if hc == nil || hc.ended {
@@ -347,6 +359,10 @@ func (s *ServerImpl) clientGone(sub *subscriber) {
 // subscriber was closed (after the frames a drain or maximum age lets the
 // client have, and the terminating chunk) or the client is gone.
 func (s *ServerImpl) writeConn(sub *subscriber, head []byte) {
+	if sub.ws != nil {
+		s.writeWS(sub)
+		return
+	}
 	hc := sub.hc
 	var z *gzStream // the connection's gzip stream when it is compressed
 	if sub.gz != nil {
@@ -470,6 +486,9 @@ func (p *connWriters) forget(hc *hijacked) {
 // due when nothing was written for b.quiet (less a grain). It returns
 // when to look again.
 func (sub *subscriber) beat(now int64, b beatTiming) int64 {
+	if sub.ws != nil {
+		return sub.wsBeat(now, b)
+	}
 	sub.mu.Lock()
 	hc := sub.hc
 	if hc == nil || hc.ended || sub.closed {

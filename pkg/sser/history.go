@@ -13,10 +13,14 @@ type histEntry struct {
 	ev    Event
 	pos   position // the replica's position right after this event
 	frame []byte   // the frame as sent live; replays reuse it
+	// ws is the frame as a WebSocket message, encoded when the stream has
+	// WebSocket subscribers (else on demand, see frameFor). A pointer: an
+	// entry of a stream with none stays in the allocation size it had.
+	ws *[]byte
 	// setFrames are the frame in the formats of stream sets (tagged,
-	// envelope), with the same id, made on the first replay that needs one
-	// and shared by every later one. Guarded by hub.mu.
-	setFrames *[2][]byte
+	// envelope, WebSocket), with the same id, made on the first replay that
+	// needs one and shared by every later one. Guarded by hub.mu.
+	setFrames *[3][]byte
 	at        time.Time
 	// born is when its origin accepted the event (Unix microseconds), or
 	// when it was applied here if the origin did not say.
@@ -31,7 +35,13 @@ type histEntry struct {
 }
 
 // size is what an entry costs in history, for the byte bounds.
-func (e *histEntry) size() int64 { return int64(len(e.frame) + len(e.ev.Msg) + 160) }
+func (e *histEntry) size() int64 {
+	n := len(e.frame) + len(e.ev.Msg) + 160
+	if e.ws != nil {
+		n += len(*e.ws) + 24
+	}
+	return int64(n)
+}
 
 // ring is a growable ring buffer of history entries, oldest first.
 type ring struct {
@@ -295,6 +305,10 @@ type streamState struct {
 	pos position
 	// seen is when each origin of pos last published to the stream.
 	seen map[string]time.Time
+	// wsSubs counts the WebSocket subscribers in subs (under fanMu and the
+	// hub's lock): while there are any, each event is also encoded for
+	// them once.
+	wsSubs int
 	// retained is the stream's retained event (a clear when its frame is
 	// nil), and retainedFrame its frame without an id, for new
 	// subscribers.

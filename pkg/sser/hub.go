@@ -354,7 +354,7 @@ func (h *hub) unlockAndFanOut() {
 // already has e), and false when sub's queue is full. sub.ahead is only
 // touched by the one goroutine serving sub's stream at a time.
 func (h *hub) pushTo(sub *subscriber, e *histEntry) (int, bool) {
-	frame := e.frame
+	frame := e.frameFor(sub)
 	if sub.ahead != nil || sub.lacks != nil {
 		var ok bool
 		if frame, ok = aheadFrame(sub, e); !ok {
@@ -407,6 +407,12 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 		}
 		ss = h.streamLocked(e.ev.Stream)
 	}
+	if e.frame != nil && ss.wsSubs > 0 && e.ws == nil {
+		// Encoded once for all the stream's WebSocket subscribers, and
+		// counted in history with the SSE frame.
+		f := wsEventFrame(e.pos.String(), &e.ev)
+		e.ws = &f
+	}
 	if keep {
 		h.hist.add(ss, e)
 	}
@@ -436,6 +442,9 @@ func (h *hub) deliverLocked(e *histEntry, keep bool) {
 		me := &histEntry{idx: e.idx, ev: e.ev, pos: set.pos, frame: appendSetFrame(nil, id, &e.ev, set.format), at: e.at, born: e.born}
 		if e.pos == nil {
 			me.pos = nil
+		}
+		if set.format == formatWS {
+			me.ws = &me.frame
 		}
 		for sub := range set.subs {
 			q, ok := h.pushTo(sub, me)
@@ -479,7 +488,7 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 		return nil, false
 	}
 	if e.pos == nil {
-		return e.frame, true
+		return e.frameFor(sub), true
 	}
 	if sub.lacks != nil {
 		// The client lacks events this replica can no longer give: every
@@ -487,11 +496,11 @@ func aheadFrame(sub *subscriber, e *histEntry) ([]byte, bool) {
 		return appendSetFrame(nil, e.pos.merge(sub.ahead).withHoles(sub.lacks).String(), &e.ev, sub.format), true
 	}
 	if sub.ahead == nil {
-		return e.frame, true
+		return e.frameFor(sub), true
 	}
 	if e.pos.covers(sub.ahead) {
 		sub.ahead = nil
-		return e.frame, true
+		return e.frameFor(sub), true
 	}
 	return appendSetFrame(nil, e.pos.merge(sub.ahead).String(), &e.ev, sub.format), true
 }
@@ -569,9 +578,17 @@ type lostNotice struct {
 func (h *hub) tellLostLocked(n lostNotice) {
 	h.lostNotices.Add(1)
 	frame := lostFrame(n)
+	var wsFrame []byte
 	var overflow []*subscriber
 	for sub := range h.subs {
-		if !sub.push(frame, nil) {
+		f := frame
+		if sub.ws != nil {
+			if wsFrame == nil {
+				wsFrame = wsLostFrame(n)
+			}
+			f = wsFrame
+		}
+		if !sub.push(f, nil) {
 			overflow = append(overflow, sub)
 		}
 	}
@@ -628,8 +645,12 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		return resumeResult{}, false
 	}
 	res := resumeResult{resumed: resuming}
-	// The preamble: the retry field, then (below) an id-only frame.
-	frames := [][]byte{appendRetry(nil, retryMs)}
+	// The preamble: the retry field, then (below) an id-only frame; a
+	// WebSocket's is its subscribed message.
+	var frames [][]byte
+	if sub.ws == nil {
+		frames = append(frames, appendRetry(nil, retryMs))
+	}
 	streams := sub.streams
 	var pos position
 	var set *streamSet
@@ -683,7 +704,7 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			if e.frame == nil {
 				continue // a clear of retained state
 			}
-			frame := e.frame
+			frame := e.frameFor(sub)
 			switch {
 			case lacks != nil || !e.pos.covers(acc):
 				frame = appendSetFrame(nil, acc.withHoles(lacks).String(), &e.ev, sub.format)
@@ -695,7 +716,7 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 			res.replayed++
 		}
 		if res.lost {
-			frames = append(frames, lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
+			frames = append(frames, sub.lostFrame(lostNotice{Reason: "history", Streams: sub.streams}))
 		}
 		id = pos.merge(rel).withHoles(lacks).String()
 	} else {
@@ -707,9 +728,11 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 	if id == "" {
 		id = nothingPosition(h.self).String()
 	}
-	frames[0] = append(frames[0], '\n')
-	if sub.noPreamble {
-		frames = frames[1:]
+	if sub.ws == nil {
+		frames[0] = append(frames[0], '\n')
+		if sub.noPreamble {
+			frames = frames[1:]
+		}
 	}
 	h.m.replayed.Add(float64(res.replayed))
 	if res.truncated {
@@ -722,31 +745,67 @@ func (h *hub) subscribe(sub *subscriber, from position, resuming bool, retryMs i
 		}
 		return res, true
 	}
-	if !sub.noPreamble {
-		frames = append(frames, appendIDFrame(nil, id))
+	if sub.ws != nil || !sub.noPreamble {
+		frames = append(frames, sub.idFrame(id, res))
 	}
 	sub.pushUnbounded(frames...)
-
-	if set != nil {
-		set.subs[sub] = struct{}{}
-		sub.set = set
-	} else {
-		ss := h.streamLocked(sub.streams[0])
-		// Wait out a fan-out in progress: its event is already in this
-		// client's replay or before its position, never in both.
-		ss.fanMu.Lock()
-		ss.subs[sub] = struct{}{}
-		if sub.gz != nil {
-			ss.gzSubs++
-		}
-		ss.fanMu.Unlock()
-	}
+	h.addLocked(sub, set)
 	h.subs[sub] = struct{}{}
 	if h.draining {
 		h.scheduleDrainLocked(sub, h.now())
 	}
 	h.m.connections.Inc()
 	return res, true
+}
+
+// addLocked makes set (nil for a single-stream subscriber) serve sub.
+func (h *hub) addLocked(sub *subscriber, set *streamSet) {
+	sub.set = set
+	if set != nil {
+		set.subs[sub] = struct{}{}
+		return
+	}
+	ss := h.streamLocked(sub.streams[0])
+	// Wait out a fan-out in progress: its event is already in this
+	// client's replay or before its position, never in both.
+	ss.fanMu.Lock()
+	ss.subs[sub] = struct{}{}
+	if sub.gz != nil {
+		ss.gzSubs++
+	}
+	if sub.ws != nil {
+		ss.wsSubs++
+	}
+	ss.fanMu.Unlock()
+}
+
+// leaveLocked undoes addLocked for set, or for single stream name when set
+// is nil (see subscriber.single), and forgets what is left with nothing on this replica.
+func (h *hub) leaveLocked(sub *subscriber, set *streamSet, name string) {
+	if set != nil {
+		delete(set.subs, sub)
+		if len(set.subs) == 0 {
+			h.dropSetLocked(set)
+		}
+		return
+	}
+	ss := h.streams[name]
+	if ss == nil {
+		return
+	}
+	// Waits out a fan-out in progress, which still queues to sub.
+	ss.fanMu.Lock()
+	delete(ss.subs, sub)
+	if sub.gz != nil {
+		ss.gzSubs--
+	}
+	if sub.ws != nil {
+		ss.wsSubs--
+	}
+	ss.fanMu.Unlock()
+	if ss.idle() {
+		h.forgetStreamLocked(ss)
+	}
 }
 
 // missedLocked lists the history entries of streams that from lacks, in
@@ -830,22 +889,7 @@ func (h *hub) removeLocked(sub *subscriber, reason closeReason) {
 		return
 	}
 	delete(h.subs, sub)
-	if set := sub.set; set != nil {
-		delete(set.subs, sub)
-		if len(set.subs) == 0 {
-			h.dropSetLocked(set)
-		}
-	} else if ss := h.streams[sub.streams[0]]; ss != nil {
-		ss.fanMu.Lock()
-		delete(ss.subs, sub)
-		if sub.gz != nil {
-			ss.gzSubs--
-		}
-		ss.fanMu.Unlock()
-		if ss.idle() {
-			h.forgetStreamLocked(ss)
-		}
-	}
+	h.leaveLocked(sub, sub.set, sub.single())
 	h.clock.remove(sub)
 	h.m.connections.Dec()
 	if reason != reasonNone {

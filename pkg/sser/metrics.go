@@ -19,6 +19,8 @@ type metrics struct {
 
 	connections      prometheus.Gauge
 	connectionsTotal prometheus.Counter
+	wsConnections    prometheus.Gauge
+	wsMessages       *prometheus.CounterVec
 	connectionsGzip  prometheus.Counter
 	subscriberClosed *prometheus.CounterVec
 	eventsPublished  prometheus.Counter
@@ -63,7 +65,8 @@ type metrics struct {
 // their counters exists at 0 from the start, so rate() and alerts work
 // before the first occurrence. The help texts list them from here.
 var (
-	closeReasonValues  = []string{"overflow", "drain", "max_age", "shutdown"}
+	closeReasonValues  = []string{"overflow", "drain", "max_age", "shutdown", "pong_timeout"}
+	wsMessageValues    = []string{"subscribe", "unsubscribe"}
 	sourceValues       = []string{"local", "peer", "repair", "reordered", "warmup"}
 	peerRefusalValues  = []string{"not_peer", "origin_owner", "origins_per_peer", "seq_jump", "mixed_origins"}
 	authEndpointValues = []string{"events", "publish", "send", "history", "origins", "tickets"}
@@ -86,8 +89,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{registry: reg, known: make(map[string][]string)}
 	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_connections", Help: "SSE subscribers connected now."})
 	m.connectionsTotal = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_connections_total", Help: "SSE subscriptions accepted."})
+	m.wsConnections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sser_websocket_connections", Help: "Subscribers connected now over WebSocket (counted in sser_connections too)."})
+	m.wsMessages = m.knownCounterVec("sser_websocket_messages_total", "Messages WebSocket clients sent that were applied, by type", "type", wsMessageValues)
 	m.connectionsGzip = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_connections_compressed_total", Help: "SSE subscriptions answered with gzip (Options.Compression, and the client sent Accept-Encoding: gzip)."})
-	m.subscriberClosed = m.knownCounterVec("sser_subscribers_closed_total", "Subscribers disconnected by the server, by reason (overflow: fell behind its queue)", "reason", closeReasonValues)
+	m.subscriberClosed = m.knownCounterVec("sser_subscribers_closed_total", "Subscribers disconnected by the server, by reason (overflow: fell behind its queue; pong_timeout: a WebSocket client that answered no ping)", "reason", closeReasonValues)
 	m.eventsPublished = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_published_total", Help: "Events published through this replica (Send and the publish endpoint)."})
 	m.eventsIn = m.knownCounterVec("sser_events_applied_total", "Events applied to this replica's subscribers and history, by source", "source", sourceValues)
 	m.eventsDuplicate = prometheus.NewCounter(prometheus.CounterOpts{Name: "sser_events_duplicate_total", Help: "Events received again (a retried batch) and dropped."})
@@ -120,7 +125,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.peerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sser_peer_requests_total", Help: "HTTP requests opened to a peer for deliveries: each delivery stream opened, and each one-shot POST to a peer that does not stream."}, []string{"peer"})
 	m.peerInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sser_peer_info", Help: "1 for each peer in the set but this replica: peer is the label the other sser_peer_* series carry (the pod name where the peer finder knows it, else the IP), address its IP and port."}, []string{"peer", "address"})
 	m.deliveryLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sser_delivery_latency_seconds", Help: "Time from an event's acceptance by the replica it was published on to its write to a subscriber's connection here, for the oldest event of each write (live events only, not replays). Across replicas it includes their clock difference; from a replica that does not send the time, it is counted from the event's arrival here.", Buckets: deliveryLatencyBuckets})
-	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.connectionsGzip, m.subscriberClosed, m.eventsPublished, m.eventsIn,
+	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.wsConnections, m.wsMessages, m.connectionsGzip, m.subscriberClosed, m.eventsPublished, m.eventsIn,
 		m.eventsDuplicate, m.eventsLost, m.eventsDeferred, m.backPressure, m.peerRefused, m.peerCutoffs, m.idempotentHits, m.authFailures, m.replayTruncated, m.refused, m.framesQueued, m.bytesWritten, m.replayed, m.resumes, m.historyEvicted, m.retainedStreams, m.repairs, m.warmups,
 		m.badRequests, m.peers, m.peerEventsSent, m.peerPostDuration, m.peerPostErrors, m.peerRequests, m.peerUp, m.peerInfo, m.deliveryLatency} {
 		f(c)

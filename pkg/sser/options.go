@@ -69,12 +69,21 @@ type Options struct {
 	// 100 bytes more than a plain one and no compressor of its own.
 	Compression string
 	// CORSOrigins lists the origins allowed to subscribe from a browser on
-	// another origin; "*" allows any. Empty sends no CORS headers.
+	// another origin; "*" allows any. Empty sends no CORS headers. A
+	// WebSocket from a browser on another origin is refused (403) unless
+	// listed here; with "*" it is allowed, but its cookies are ignored.
 	CORSOrigins []string
+	// DisableWebSocket refuses WebSocket subscriptions (400). By default a
+	// GET with Upgrade: websocket on the SSE handler is one: the same
+	// checks, limits and ids, with JSON messages (see README).
+	DisableWebSocket bool
 
 	// AllowStream, when set, decides whether a request may subscribe to a
 	// stream. A refused subscription is answered 204 No Content, which tells
-	// EventSource and other SSE clients to stop reconnecting.
+	// EventSource and other SSE clients to stop reconnecting. For a
+	// WebSocket r is the upgrade request, kept with the connection for the
+	// streams it subscribes later; a refusal is a 403 before the upgrade,
+	// a 4403 close after it.
 	AllowStream func(r *http.Request, stream string) bool
 	// AuthOptions authenticate subscribers and publishers (auth.go).
 	AuthOptions

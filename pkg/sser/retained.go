@@ -29,7 +29,11 @@ func (h *hub) retainLocked(ss *streamState, e *histEntry) {
 func (h *hub) appendRetainedLocked(frames [][]byte, sub *subscriber, set *streamSet) [][]byte {
 	if set == nil {
 		if ss := h.streams[sub.streams[0]]; ss != nil && ss.retainedFrame != nil {
-			frames = append(frames, ss.retainedFrame)
+			if sub.ws != nil {
+				frames = append(frames, wsEventFrame("", &ss.retained.ev))
+			} else {
+				frames = append(frames, ss.retainedFrame)
+			}
 		}
 		return frames
 	}

@@ -3,6 +3,7 @@ package sser
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -17,8 +18,15 @@ import (
 // stream query parameters. A Last-Event-ID header (or the lastEventID query
 // parameter) resumes: the client gets exactly the events it missed that are
 // still in history, then live ones. Connections end when ctx ends.
+//
+// A GET with Upgrade: websocket is a WebSocket subscription instead (see
+// ws.go; Options.DisableWebSocket turns them off).
 func (s *ServerImpl) ClientConnectionHandler(ctx context.Context) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if isWebSocket(r) {
+			s.serveWS(ctx, w, r)
+			return
+		}
 		s.serveSSE(ctx, w, r)
 	}
 }
@@ -340,28 +348,40 @@ func writeFrames(w http.ResponseWriter, rc *http.ResponseController, m *metrics,
 		}
 		written = n
 	} else {
-		bp := batchPool.Get().(*[]byte)
-		defer batchPool.Put(bp)
-		for i := 0; i < len(frames); {
-			b := (*bp)[:0]
-			for ; i < len(frames) && (len(b) == 0 || len(b)+len(frames[i]) <= writeChunk); i++ {
-				b = append(b, frames[i]...)
-			}
-			if cap(b) <= maxPooledBatch {
-				*bp = b[:0]
-			}
-			n, err := w.Write(b)
-			written += n
-			if err != nil {
-				return false
-			}
+		n, err := writeJoined(w, frames)
+		if err != nil {
+			return false
 		}
+		written = n
 	}
 	if err := rc.Flush(); err != nil {
 		return false
 	}
 	m.bytesWritten.Add(float64(written))
 	return true
+}
+
+// writeJoined writes frames joined into writes of up to writeChunk bytes
+// (a larger frame alone), with a buffer from batchPool: the bytes written.
+func writeJoined(w io.Writer, frames [][]byte) (int, error) {
+	bp := batchPool.Get().(*[]byte)
+	defer batchPool.Put(bp)
+	written := 0
+	for i := 0; i < len(frames); {
+		b := (*bp)[:0]
+		for ; i < len(frames) && (len(b) == 0 || len(b)+len(frames[i]) <= writeChunk); i++ {
+			b = append(b, frames[i]...)
+		}
+		if cap(b) <= maxPooledBatch {
+			*bp = b[:0]
+		}
+		n, err := w.Write(b)
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 // batchPool holds the buffers a writer joins a batch of frames into.

@@ -64,6 +64,9 @@ const (
 	// object {"stream":"...","data":"..."}, for browsers: an EventSource
 	// only exposes the type, the data and the id.
 	formatEnvelope
+	// formatWS frames are WebSocket event messages, which name their
+	// stream: WebSocket subscribers, whose sets are apart from SSE ones.
+	formatWS
 )
 
 // streamSet is the subscribers of one set of streams: several names,
@@ -306,11 +309,17 @@ func (e *histEntry) setFrame(f frameFormat) []byte {
 		return e.frame
 	}
 	k := 0
-	if f == formatEnvelope {
+	switch f {
+	case formatEnvelope:
 		k = 1
+	case formatWS:
+		if e.ws != nil {
+			return *e.ws
+		}
+		k = 2
 	}
 	if e.setFrames == nil {
-		e.setFrames = new([2][]byte)
+		e.setFrames = new([3][]byte)
 	}
 	if e.setFrames[k] == nil {
 		e.setFrames[k] = appendSetFrame(nil, e.pos.String(), &e.ev, f)

@@ -86,6 +86,10 @@ type subscriber struct {
 	// group is the ClientConnectionHandler the connection came through;
 	// set before the subscriber is registered, then read only (under hub.mu).
 	group *connGroup
+	// ws is set for a WebSocket connection (ws.go), whose frames the hub
+	// encodes as WebSocket messages; nil for SSE. Set at creation, then
+	// read only.
+	ws *wsConn
 
 	// Guarded by hub.mu.
 	//
@@ -147,6 +151,15 @@ func (s *subscriber) selectSet(patterns []string, format frameFormat, allow func
 
 // multi reports whether the subscriber is served through a set.
 func (s *subscriber) multi() bool { return s.key != "" }
+
+// single is the stream of a subscriber served without a set, "" for one
+// of a set (which may have patterns only).
+func (s *subscriber) single() string {
+	if s.multi() || len(s.streams) == 0 {
+		return ""
+	}
+	return s.streams[0]
+}
 
 // useChannels gives a subscriber made by newConnSubscriber the channels of
 // a handler-goroutine writer, when its connection could not be hijacked.

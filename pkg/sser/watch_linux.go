@@ -92,19 +92,26 @@ func (w *closeWatcher) add(sub *subscriber, conn net.Conn) uint64 {
 	if w == nil {
 		return 0
 	}
-	rc := rawConnOf(conn)
+	return w.register(sub, rawConnOf(conn), syscall.EPOLLRDHUP, syscall.EPOLL_CTL_ADD, 0)
+}
+
+// register asks epoll, once, for events on rc for sub (ctl: add, or
+// modify to watch again under the token tok).
+func (w *closeWatcher) register(sub *subscriber, rc syscall.RawConn, events uint32, ctl int, tok uint64) uint64 {
 	if rc == nil {
 		return 0
 	}
 	w.mu.Lock()
-	w.next++
-	tok := w.next
+	if tok == 0 {
+		w.next++
+		tok = w.next
+	}
 	w.subs[tok] = sub
 	w.mu.Unlock()
-	ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
+	ev := syscall.EpollEvent{Events: events | syscall.EPOLLONESHOT, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
 	var err error
 	if cerr := rc.Control(func(fd uintptr) {
-		err = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		err = syscall.EpollCtl(w.epfd, ctl, int(fd), &ev)
 	}); cerr != nil || err != nil {
 		w.forget(tok)
 		return 0

@@ -30,12 +30,14 @@ type engine interface {
 	close(ctx context.Context)
 }
 
-var engineNames = []string{"sser", "r3labs", "gosse", "floor"}
+// sser-nohijack is sser with DisableHijack: every connection keeps its
+// handler's goroutine (and a WebSocket a reader goroutine of its own).
+var engineNames = []string{"sser", "sser-nohijack", "r3labs", "gosse", "floor"}
 
 func newEngine(ctx context.Context, name string, sserQueue int, compression string) (engine, error) {
 	switch name {
-	case "sser":
-		return newSserEngine(ctx, sserQueue, compression)
+	case "sser", "sser-nohijack":
+		return newSserEngine(ctx, sserQueue, name == "sser-nohijack", compression)
 	case "r3labs":
 		return newR3Engine(), nil
 	case "gosse":
@@ -56,7 +58,7 @@ type sserEngine struct {
 	cancel context.CancelFunc
 }
 
-func newSserEngine(ctx context.Context, queue int, compression string) (*sserEngine, error) {
+func newSserEngine(ctx context.Context, queue int, noHijack bool, compression string) (*sserEngine, error) {
 	pf, err := peerfinder.NewPeerFinderStatic([]string{"127.0.0.1"})
 	if err != nil {
 		return nil, fmt.Errorf("static peer finder: %w", err)
@@ -67,6 +69,7 @@ func newSserEngine(ctx context.Context, queue int, compression string) (*sserEng
 		InternalAddr:    "127.0.0.1:0",
 		PeerFinder:      pf,
 		SubscriberQueue: queue,
+		DisableHijack:   noHijack,
 		Compression:     compression,
 	})
 	if err != nil {

@@ -48,6 +48,7 @@ import (
 
 type config struct {
 	engine    string
+	transport string
 	subs      int
 	events    int
 	rate      float64
@@ -73,12 +74,13 @@ type config struct {
 
 // result is one run's measurements; --json prints it as one line.
 type result struct {
-	Label   string  `json:"label,omitempty"`
-	Engine  string  `json:"engine"`
-	Subs    int     `json:"subs"`
-	Events  int     `json:"events"`
-	Rate    float64 `json:"rate"`
-	Payload int     `json:"payload"`
+	Label     string  `json:"label,omitempty"`
+	Engine    string  `json:"engine"`
+	Transport string  `json:"transport,omitempty"`
+	Subs      int     `json:"subs"`
+	Events    int     `json:"events"`
+	Rate      float64 `json:"rate"`
+	Payload   int     `json:"payload"`
 	// Ticks: the events were JSON price ticks; Compression: gzip or off.
 	Ticks       bool   `json:"ticks,omitempty"`
 	Compression string `json:"compression,omitempty"`
@@ -169,6 +171,7 @@ func main() {
 	}
 	var cfg config
 	flag.StringVar(&cfg.engine, "engine", "sser", "engine: "+strings.Join(engineNames, ", "))
+	flag.StringVar(&cfg.transport, "transport", "sse", "how subscribers connect: sse, or ws (WebSocket; sser engines only)")
 	flag.IntVar(&cfg.subs, "subs", 1000, "subscribers to open")
 	flag.IntVar(&cfg.events, "events", 2000, "events to publish after the idle measurement (0: measure idle connections only)")
 	flag.Float64Var(&cfg.rate, "rate", 0, "events per second to publish (0: as fast as the engine accepts them)")
@@ -189,6 +192,14 @@ func main() {
 	flag.StringVar(&cfg.profile, "server-cpuprofile", "", "write the server process's CPU profile (whole run) to this file")
 	flag.StringVar(&cfg.heapProf, "server-heapprofile", "", "write the server process's heap profile, every allocation sampled, to this file when the idle connections are measured (slows the server)")
 	flag.Parse()
+	if cfg.transport != "sse" && (cfg.transport != "ws" || !strings.HasPrefix(cfg.engine, "sser")) {
+		fmt.Fprintln(os.Stderr, "sseload: --transport is sse, or ws with an sser engine")
+		os.Exit(2)
+	}
+	if cfg.transport == "ws" && cfg.compress != "off" {
+		fmt.Fprintln(os.Stderr, "sseload: --compression is for SSE: sser never compresses a WebSocket")
+		os.Exit(2)
+	}
 	if cfg.subs < 1 || cfg.events < 0 || cfg.payload < 48 || cfg.duration <= 0 || cfg.dialers < 1 || cfg.missed < 1 || cfg.rssEvery < 0 {
 		fmt.Fprintln(os.Stderr, "sseload: need --subs >= 1, --events >= 0, --payload >= 48, --duration > 0, --dialers >= 1, --missed >= 1, --rss-every >= 0")
 		os.Exit(2)
@@ -206,7 +217,7 @@ func main() {
 }
 
 func printResult(r *result) {
-	fmt.Printf("engine %s, %d subscribers, payload %d B\n", r.Engine, r.Subs, r.Payload)
+	fmt.Printf("engine %s, %d subscribers (%s), payload %d B\n", r.Engine, r.Subs, r.Transport, r.Payload)
 	fmt.Printf("  connect        %.2fs\n", r.ConnectSeconds)
 	fmt.Printf("  idle conn      %.0f B heap + %.0f B stack = %.0f B, %.0f B RSS, %.2f goroutines\n",
 		r.HeapPerConn, r.StackPerConn, r.MemPerConn, r.RSSPerConn, r.GoroutinesPerConn)
@@ -376,7 +387,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	if cfg.engineLabel != "" {
 		name = cfg.engineLabel
 	}
-	res := &result{Label: cfg.label, Engine: name, Subs: cfg.subs, Events: cfg.events, Rate: cfg.rate, Payload: cfg.payload, Ticks: cfg.ticks}
+	res := &result{Label: cfg.label, Engine: name, Transport: cfg.transport, Subs: cfg.subs, Events: cfg.events, Rate: cfg.rate, Payload: cfg.payload, Ticks: cfg.ticks}
 	if cfg.compress != "" && cfg.compress != "off" {
 		res.Compression = cfg.compress
 	}
@@ -395,7 +406,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	defer sseclient.CloseAll(clients, &wg)
 	connStart := time.Now()
 	targets := []*url.URL{srv.sseURL}
-	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{Gzip: cfg.compress == "gzip"}); err != nil {
+	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{WebSocket: cfg.transport == "ws", Gzip: cfg.compress == "gzip"}); err != nil {
 		return nil, err
 	}
 	// Every subscriber counts as connected once it has received an event:
@@ -625,7 +636,7 @@ func measureReconnect(ctx context.Context, cfg config, srv *child, targets []*ur
 	defer sseclient.CloseAll(clients, &wg)
 	want := int64(cfg.missed)
 	start := time.Now()
-	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{LastEventIDs: ids, Gzip: cfg.compress == "gzip"}); err != nil {
+	if err := sseclient.DialAll(ctx, targets, clients, cfg.dialers, &wg, sseclient.Options{LastEventIDs: ids, WebSocket: cfg.transport == "ws", Gzip: cfg.compress == "gzip"}); err != nil {
 		return fmt.Errorf("reconnecting: %w", err)
 	}
 	_ = sseclient.PollUntil(ctx, time.Until(deadline), func() bool {

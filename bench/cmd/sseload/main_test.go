@@ -99,6 +99,32 @@ func TestSamplesMemory(t *testing.T) {
 	}
 }
 
+// TestWebSocketTransport measures sser's WebSocket subscribers end to end:
+// every event arrives once, in order, an idle one holds no goroutine (the
+// reader goroutine of sser-nohijack is counted), and a reconnect with the
+// last id gets exactly what was missed.
+func TestWebSocketTransport(t *testing.T) {
+	for _, engine := range []string{"sser", "sser-nohijack"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config{engine: engine, transport: "ws", subs: 200, events: 30, payload: 64, duration: time.Minute, dialers: 8, reconnect: true, missed: 5}
+			res, err := run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Complete || res.Delivered != 200*30 || res.OutOfOrder != 0 || res.ReconnectExact != 200 {
+				t.Fatalf("delivered %d of %d, %d out of order, %d of 200 reconnects exact", res.Delivered, res.Expected, res.OutOfOrder, res.ReconnectExact)
+			}
+			lo, hi := 0.0, 0.5 // parked writers (64 at most) weigh on 200 connections
+			if engine == "sser-nohijack" {
+				lo, hi = 0.9, 1.5
+			}
+			if res.GoroutinesPerConn < lo || res.GoroutinesPerConn > hi || res.FrameBytesPerEvent <= 0 {
+				t.Fatalf("%.2f goroutines per idle connection (want %g to %g), %.0f bytes per frame", res.GoroutinesPerConn, lo, hi, res.FrameBytesPerEvent)
+			}
+		})
+	}
+}
+
 // TestCompressedTicks: sser compresses for subscribers that ask, a JSON
 // tick workload arrives whole and in order through gzip, and far fewer
 // bytes cross the wire than the frames hold.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -28,6 +29,9 @@ type Options struct {
 	// client i instead, when that is set.
 	LastEventID  string
 	LastEventIDs []string
+	// WebSocket subscribes with a WebSocket on the same URL (sser's
+	// JSON messages) instead of SSE.
+	WebSocket bool
 	// Gzip asks for a gzip response (Accept-Encoding: gzip) and inflates
 	// it as it reads.
 	Gzip bool
@@ -85,6 +89,9 @@ func Dial(ctx context.Context, target *url.URL, wg *sync.WaitGroup, opts Options
 	}
 	req := "GET " + target.RequestURI() + " HTTP/1.1\r\nHost: " + target.Host +
 		"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
+	if opts.WebSocket {
+		req += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + wsKey + "\r\n"
+	}
 	if opts.LastEventID != "" {
 		req += "Last-Event-ID: " + opts.LastEventID + "\r\n"
 	}
@@ -104,6 +111,10 @@ func Dial(ctx context.Context, target *url.URL, wg *sync.WaitGroup, opts Options
 	go func() {
 		defer wg.Done()
 		defer c.Done.Store(true)
+		if opts.WebSocket {
+			c.Err = c.readWS(target)
+			return
+		}
 		c.Err = c.read(target)
 	}()
 	return c, nil
@@ -170,34 +181,44 @@ func (c *Client) read(target *url.URL) error {
 			c.Typed++
 			continue
 		}
-		now := time.Now()
-		seq, rest, ok1 := CutInt(rest)
-		ts, _, ok2 := CutInt(rest)
-		if !ok1 || !ok2 {
+		m, err := c.record(rest)
+		if err != nil {
 			return fmt.Errorf("malformed data line %q", line)
 		}
-		if seq == 0 {
-			c.Ready.Store(true)
-			continue
-		}
-		measured = true
-		if seq <= c.lastSeq {
-			c.OutOfOrder++
-		}
-		c.lastSeq = seq
-		if c.seen != nil {
-			if seq < int64(len(c.seen)) {
-				if c.seen[seq] < 255 {
-					c.seen[seq]++
-				}
-			} else {
-				c.Beyond++
-			}
-		}
-		c.Hist.Record(now.Sub(time.Unix(0, ts)))
-		c.LastRecv.Store(now.UnixNano())
-		c.Got.Add(1)
+		measured = measured || m
 	}
+}
+
+// record counts an event whose data starts "<seq> <unix-nanos> ": false
+// for a warm-up (seq 0).
+func (c *Client) record(data []byte) (bool, error) {
+	now := time.Now()
+	seq, rest, ok1 := CutInt(data)
+	ts, _, ok2 := CutInt(rest)
+	if !ok1 || !ok2 {
+		return false, errors.New("malformed data")
+	}
+	if seq == 0 {
+		c.Ready.Store(true)
+		return false, nil
+	}
+	if seq <= c.lastSeq {
+		c.OutOfOrder++
+	}
+	c.lastSeq = seq
+	if c.seen != nil {
+		if seq < int64(len(c.seen)) {
+			if c.seen[seq] < 255 {
+				c.seen[seq]++
+			}
+		} else {
+			c.Beyond++
+		}
+	}
+	c.Hist.Record(now.Sub(time.Unix(0, ts)))
+	c.LastRecv.Store(now.UnixNano())
+	c.Got.Add(1)
+	return true, nil
 }
 
 // LastID is the last event id the client saw ("" when none). Read it
