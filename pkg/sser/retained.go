@@ -19,7 +19,7 @@ func (h *hub) retainLocked(ss *streamState, e *histEntry) {
 	}
 	ss.retained = e
 	ss.retainedFrame = nil
-	if e.frame != nil {
+	if !e.ev.clearsRetained() {
 		ss.retainedFrame = appendFrame(nil, "", &e.ev)
 	}
 }
@@ -54,7 +54,7 @@ func (h *hub) appendRetainedLocked(frames [][]byte, sub *subscriber, set *stream
 // any event still in flight could be.
 func (h *hub) sweepRetainedLocked(now time.Time, age time.Duration) {
 	for _, ss := range h.streams {
-		if e := ss.retained; e != nil && e.frame == nil && now.Sub(e.at) > 10*age {
+		if e := ss.retained; e != nil && e.ev.clearsRetained() && now.Sub(e.at) > 10*age {
 			ss.retained = nil
 			h.m.retainedStreams.Dec()
 			if ss.idle() {
@@ -72,11 +72,7 @@ func (h *hub) importRetainedLocked(entries []SnapshotEntry) {
 			continue
 		}
 		ss := h.streamLocked(se.Stream)
-		e := &histEntry{ev: se.Event, at: se.At}
-		if !se.clearsRetained() {
-			e.frame = appendFrame(nil, se.ID, &e.ev)
-		}
-		h.retainLocked(ss, e)
+		h.retainLocked(ss, &histEntry{ev: se.Event, at: se.At})
 	}
 }
 
