@@ -2,9 +2,7 @@ package app
 
 import (
 	"bytes"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/base64"
 	"html/template"
 	"net"
 	"net/http"
@@ -12,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sser-dev/sser/internal/csp"
 	"github.com/sser-dev/sser/pkg/sser"
 )
 
@@ -26,7 +25,7 @@ var (
 	// The page's script and style have no template actions, so they are
 	// the same on every page served (html/template drops their comments)
 	// and can be allowed by hash.
-	demoCSP = inlineCSP(renderedDemo())
+	demoCSP = csp.Inline(renderedDemo())
 )
 
 func renderedDemo() []byte {
@@ -128,26 +127,6 @@ func internalURL(r *http.Request, bound string) string {
 		}
 	}
 	return "http://" + net.JoinHostPort(host, port)
-}
-
-// inlineCSP is a Content-Security-Policy for a page whose only style and
-// script are its inline <style> and <script> elements: they are allowed by
-// hash; other requests may go to the page's own origin only.
-func inlineCSP(page []byte) string {
-	hash := func(open, end string) string {
-		_, rest, ok := bytes.Cut(page, []byte(open))
-		if !ok {
-			return "'none'"
-		}
-		body, _, ok := bytes.Cut(rest, []byte(end))
-		if !ok {
-			return "'none'"
-		}
-		sum := sha256.Sum256(body)
-		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-	}
-	return "default-src 'none'; script-src " + hash("<script>", "</script>") + "; style-src " + hash("<style>", "</style>") +
-		"; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 }
 
 // fromLoopback reports whether the request's connection comes from a

@@ -40,17 +40,8 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 		s.writeError(w, r, "events", http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; subscribe with GET", "GET, OPTIONS")
 		return
 	}
-	if s.memory.over.Load() {
-		s.refuse(w, r, "events", "memory", http.StatusServiceUnavailable, time.Second, "this replica is shedding load (memory above its watermark); retry")
-		return
-	}
-	release, limit, wait := s.conns.acquire(s.conns.clientIP(r), time.Now())
-	if release == nil {
-		status := http.StatusServiceUnavailable
-		if limit == "connections_per_ip" {
-			status = http.StatusTooManyRequests
-		}
-		s.refuse(w, r, "events", limit, status, wait, "too many subscriptions ("+strings.ReplaceAll(limit, "_", " ")+"); retry later")
+	release, ok := s.admit(w, r, "events")
+	if !ok {
 		return
 	}
 	// release and unsubscribe run when the handler returns, unless a
@@ -114,13 +105,8 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 			}
 		}
 	}
-	lastID := r.Header.Get("Last-Event-ID")
-	if lastID == "" {
-		lastID = q.Get(LastEventIDQueryParameterName)
-	}
-	from, err := parsePosition(strings.TrimSpace(lastID))
-	if err != nil {
-		s.writeError(w, r, "events", http.StatusBadRequest, "invalid Last-Event-ID (not an id this service wrote): "+err.Error(), "")
+	from, lastID, ok := s.resumePoint(w, r, q, "events")
+	if !ok {
 		return
 	}
 	if _, ok := w.(http.Flusher); !ok {
@@ -130,12 +116,7 @@ func (s *ServerImpl) serveSSE(ctx context.Context, w http.ResponseWriter, r *htt
 
 	// A replica still copying history from a peer cannot place the client
 	// yet: wait (readiness keeps a Service's traffic away meanwhile).
-	select {
-	case <-s.warmCh:
-	case <-r.Context().Done():
-		return
-	case <-ctx.Done():
-		s.writeError(w, r, "events", http.StatusServiceUnavailable, "server is shutting down", "")
+	if !s.awaitWarm(ctx, w, r, "events") {
 		return
 	}
 	hijack := s.canHijack(ctx, w, r)
@@ -440,4 +421,55 @@ func splitPatterns(params []string) (names, patterns []string, err error) {
 	slices.Sort(names)
 	slices.Sort(patterns)
 	return slices.Compact(names), slices.Compact(patterns), nil
+}
+
+// admit runs the checks every subscription passes first, SSE or
+// WebSocket: memory shedding and the connection caps. It returns the
+// connection slot's release, or false when it answered the request itself.
+func (s *ServerImpl) admit(w http.ResponseWriter, r *http.Request, endpoint string) (func(), bool) {
+	if s.memory.over.Load() {
+		s.refuse(w, r, endpoint, "memory", http.StatusServiceUnavailable, time.Second, "this replica is shedding load (memory above its watermark); retry")
+		return nil, false
+	}
+	release, limit, wait := s.conns.acquire(s.conns.clientIP(r), time.Now())
+	if release == nil {
+		status := http.StatusServiceUnavailable
+		if limit == "connections_per_ip" {
+			status = http.StatusTooManyRequests
+		}
+		s.refuse(w, r, endpoint, limit, status, wait, "too many subscriptions ("+strings.ReplaceAll(limit, "_", " ")+"); retry later")
+		return nil, false
+	}
+	return release, true
+}
+
+// resumePoint reads the position a subscription resumes from: the
+// Last-Event-ID header, else the lastEventID query parameter. lastID is
+// empty for a new subscription; false when it answered a bad id.
+func (s *ServerImpl) resumePoint(w http.ResponseWriter, r *http.Request, q url.Values, endpoint string) (from position, lastID string, ok bool) {
+	lastID = r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = q.Get(LastEventIDQueryParameterName)
+	}
+	from, err := parsePosition(strings.TrimSpace(lastID))
+	if err != nil {
+		s.writeError(w, r, endpoint, http.StatusBadRequest, "invalid Last-Event-ID (not an id this service wrote): "+err.Error(), "")
+		return nil, "", false
+	}
+	return from, lastID, true
+}
+
+// awaitWarm waits while the replica still copies history from a peer: it
+// cannot place a client before. False when the client left or the server
+// stops (answered).
+func (s *ServerImpl) awaitWarm(ctx context.Context, w http.ResponseWriter, r *http.Request, endpoint string) bool {
+	select {
+	case <-s.warmCh:
+		return true
+	case <-r.Context().Done():
+		return false
+	case <-ctx.Done():
+		s.writeError(w, r, endpoint, http.StatusServiceUnavailable, "server is shutting down", "")
+		return false
+	}
 }

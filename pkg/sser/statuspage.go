@@ -1,12 +1,11 @@
 package sser
 
 import (
-	"bytes"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/base64"
 	"net/http"
 	"time"
+
+	"github.com/sser-dev/sser/internal/csp"
 )
 
 // statusPage is the status page: one self-contained file whose script
@@ -17,27 +16,7 @@ var statusPage []byte
 
 // statusCSP allows the page nothing but its own inline style and script
 // (by hash) and requests to its own origin.
-var statusCSP = inlineCSP(statusPage)
-
-// inlineCSP is a Content-Security-Policy for a page whose only style and
-// script are its inline <style> and <script> elements: they are allowed by
-// hash, everything else is refused.
-func inlineCSP(page []byte) string {
-	hash := func(open, end string) string {
-		_, rest, ok := bytes.Cut(page, []byte(open))
-		if !ok {
-			return "'none'"
-		}
-		body, _, ok := bytes.Cut(rest, []byte(end))
-		if !ok {
-			return "'none'"
-		}
-		sum := sha256.Sum256(body)
-		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-	}
-	return "default-src 'none'; script-src " + hash("<script>", "</script>") + "; style-src " + hash("<style>", "</style>") +
-		"; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-}
+var statusCSP = csp.Inline(statusPage)
 
 // maxStatusStreams bounds the status streams open at once: they are for
 // people looking at a page, and each costs a goroutine.

@@ -118,17 +118,8 @@ func (s *ServerImpl) serveWS(ctx context.Context, w http.ResponseWriter, r *http
 		s.writeError(w, r, wsEndpoint, http.StatusForbidden, "WebSocket from origin "+strconv.Quote(truncate(r.Header.Get("Origin"), 200))+" is not allowed: add it to the CORS origins (--cors-origins)", "")
 		return
 	}
-	if s.memory.over.Load() {
-		s.refuse(w, r, wsEndpoint, "memory", http.StatusServiceUnavailable, time.Second, "this replica is shedding load (memory above its watermark); retry")
-		return
-	}
-	release, limit, wait := s.conns.acquire(s.conns.clientIP(r), time.Now())
-	if release == nil {
-		status := http.StatusServiceUnavailable
-		if limit == "connections_per_ip" {
-			status = http.StatusTooManyRequests
-		}
-		s.refuse(w, r, wsEndpoint, limit, status, wait, "too many subscriptions ("+strings.ReplaceAll(limit, "_", " ")+"); retry later")
+	release, ok := s.admit(w, r, wsEndpoint)
+	if !ok {
 		return
 	}
 	handedOff := false
@@ -185,21 +176,11 @@ func (s *ServerImpl) serveWS(ctx context.Context, w http.ResponseWriter, r *http
 		s.writeError(w, r, wsEndpoint, http.StatusForbidden, werr.msg, "")
 		return
 	}
-	lastID := r.Header.Get("Last-Event-ID")
-	if lastID == "" {
-		lastID = q.Get(LastEventIDQueryParameterName)
-	}
-	from, err := parsePosition(strings.TrimSpace(lastID))
-	if err != nil {
-		s.writeError(w, r, wsEndpoint, http.StatusBadRequest, "invalid Last-Event-ID (not an id this service wrote): "+err.Error(), "")
+	from, lastID, ok := s.resumePoint(w, r, q, wsEndpoint)
+	if !ok {
 		return
 	}
-	select {
-	case <-s.warmCh:
-	case <-r.Context().Done():
-		return
-	case <-ctx.Done():
-		s.writeError(w, r, wsEndpoint, http.StatusServiceUnavailable, "server is shutting down", "")
+	if !s.awaitWarm(ctx, w, r, wsEndpoint) {
 		return
 	}
 
